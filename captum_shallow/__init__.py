@@ -1,0 +1,27 @@
+"""captum_shallow: high-resolution CAMs from shallow CNN layers, denoised by
+truncating the positive gradient, as Captum layer attributions."""
+
+from .attribution import (
+    GradientTruncation,
+    LayerCAM,
+    LayerGradCam,
+    LayerGradCamPlusPlus,
+    LayerHiResCam,
+    LayerXGradCam,
+)
+from .fusion import DEFAULT_TRUNCATION, ShallowCAM, fuse_maps
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TRUNCATION",
+    "GradientTruncation",
+    "LayerCAM",
+    "LayerGradCam",
+    "LayerGradCamPlusPlus",
+    "LayerHiResCam",
+    "LayerXGradCam",
+    "ShallowCAM",
+    "__version__",
+    "fuse_maps",
+]

@@ -1,0 +1,219 @@
+"""One forward and one backward through Captum's hook machinery, with the checks
+Captum leaves out.
+
+Captum's ``compute_layer_gradients_and_eval`` hooks the layers, runs the model
+and takes ``torch.autograd.grad`` down to the hooked outputs only, so
+``param.grad`` is never touched. Around it this module adds what a user needs
+to hear in plain words instead of a deep torch traceback: a layer that is not
+part of the model, a module that runs more than once per forward (Captum would
+silently keep its last call), a target outside the model's output, and inputs
+of the wrong type. It also restores every ``requires_grad`` flag it finds on
+the inputs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+import torch
+from captum._utils.common import _format_additional_forward_args
+from captum._utils.gradient import compute_layer_gradients_and_eval
+from captum._utils.typing import TargetType
+from torch import Tensor
+from torch.nn import Module
+
+LayerTensors = tuple[Tensor, ...]
+
+
+def format_inputs(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Captum's tuple form of ``inputs``, with a TypeError for anything but tensors."""
+    formatted = (inputs,) if isinstance(inputs, Tensor) else inputs
+    if (
+        not isinstance(formatted, tuple)
+        or not formatted
+        or not all(isinstance(item, Tensor) for item in formatted)
+    ):
+        raise TypeError(
+            "inputs must be a Tensor or a non-empty tuple of Tensors, got "
+            f"{type(inputs).__name__}"
+        )
+    return formatted
+
+
+def layer_name(forward_func: Callable[..., Any], layer: Module) -> str:
+    """The dotted name of ``layer`` inside ``forward_func`` when it is a module."""
+    if isinstance(forward_func, Module):
+        for name, module in forward_func.named_modules():
+            if module is layer:
+                return name or "<the model itself>"
+    return type(layer).__name__
+
+
+def check_layers(forward_func: Callable[..., Any], layers: Sequence[Module]) -> None:
+    """Refuse layers that are not modules, repeated, or not inside ``forward_func``."""
+    if not layers:
+        raise ValueError("no layer given: pass at least one torch.nn.Module of the model")
+    for layer in layers:
+        if not isinstance(layer, Module):
+            raise TypeError(
+                f"layer must be a torch.nn.Module of the model, got {type(layer).__name__}"
+            )
+    if len({id(layer) for layer in layers}) != len(layers):
+        raise ValueError("the same layer is given more than once")
+    model = forward_func.__self__ if hasattr(forward_func, "__self__") else forward_func
+    if isinstance(model, Module):
+        inside = {id(module) for module in model.modules()}
+        for layer in layers:
+            if id(layer) not in inside:
+                raise ValueError(
+                    f"layer {type(layer).__name__} is not a submodule of the model "
+                    f"{type(model).__name__}; pass a module from model.named_modules()"
+                )
+
+
+def check_target(output: Any, target: TargetType) -> None:
+    """Raise a ValueError when ``target`` cannot index the model's ``output``."""
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"the model must return a Tensor to attribute, got {type(output).__name__}"
+        )
+    batch = output.shape[0] if output.dim() else 1
+    if target is None:
+        if output.dim() > 1 and output[0].numel() > 1:
+            raise ValueError(
+                f"target is required: the model returns outputs of shape {tuple(output.shape)}; "
+                "pass the class index (int), one index per sample, or a tuple"
+            )
+        return
+    if isinstance(target, Tensor):
+        if target.dim() > 1 or target.dtype.is_floating_point:
+            raise ValueError(
+                f"target tensor must hold integers in one dimension, got shape "
+                f"{tuple(target.shape)} and dtype {target.dtype}"
+            )
+        target = target.item() if target.numel() == 1 else target.tolist()
+    if output.dim() < 2:
+        raise ValueError(
+            f"the model returns one value per sample (shape {tuple(output.shape)}); "
+            "leave target=None"
+        )
+    if isinstance(target, list):
+        if len(target) != batch:
+            raise ValueError(
+                f"target holds {len(target)} entries but the batch has {batch} samples"
+            )
+        for entry in target:
+            _check_index(output, entry, allow_negative=False)
+    else:
+        _check_index(output, target, allow_negative=True)
+
+
+def _check_index(output: Tensor, index: Any, *, allow_negative: bool) -> None:
+    dims = index if isinstance(index, tuple) else (index,)
+    if len(dims) > output.dim() - 1:
+        raise ValueError(
+            f"target {index!r} has more indices than the output of shape "
+            f"{tuple(output.shape)} has per-sample dimensions"
+        )
+    for position, value in enumerate(dims):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"target indices must be integers, got {value!r}")
+        size = output.shape[position + 1]
+        low = -size if allow_negative else 0
+        if not low <= value < size:
+            raise ValueError(
+                f"target {value} is out of range for a model output with {size} "
+                f"entries in dimension {position + 1} (valid: {low}..{size - 1})"
+            )
+
+
+def layer_gradients_and_activations(
+    forward_func: Callable[..., Any],
+    layers: Sequence[Module],
+    inputs: tuple[Tensor, ...],
+    target: TargetType,
+    additional_forward_args: Any,
+    *,
+    device_ids: list[int] | None,
+    attribute_to_layer_input: bool,
+    grad_kwargs: dict[str, Any] | None,
+) -> list[tuple[LayerTensors, LayerTensors]]:
+    """Gradients of the target and activations at each layer, in one forward/backward.
+
+    Returns:
+        *list* of ``(gradients, activations)``, one pair of tensor tuples per layer.
+    """
+    check_layers(forward_func, layers)
+    additional_forward_args = _format_additional_forward_args(additional_forward_args)
+    calls: dict[Module, Counter[torch.device]] = {layer: Counter() for layer in layers}
+
+    def count_call(module: Module, args: Any, output: Any) -> None:
+        device = _first_tensor_device(output)
+        calls[module][device] += 1
+        if calls[module][device] > 1:
+            raise ValueError(
+                f"layer {layer_name(forward_func, module)!r} ({type(module).__name__}) runs more "
+                "than once per forward pass, so its gradient would mix calls; hook the block that "
+                "contains it instead (e.g. model._blocks[i] for EfficientNet-Lite, "
+                "model.layer1[0] for a torchvision ResNet)"
+            )
+
+    def checked_forward(*args: Any, **kwargs: Any) -> Any:
+        output = forward_func(*args, **kwargs)
+        check_target(output, target)
+        return output
+
+    if device_ids is None:
+        device_ids = getattr(forward_func, "device_ids", None)
+    flags = [tensor.requires_grad for tensor in inputs]
+    handles = [layer.register_forward_hook(count_call) for layer in layers]
+    try:
+        gradients, activations = compute_layer_gradients_and_eval(
+            checked_forward,
+            list(layers),
+            inputs,
+            target,
+            additional_forward_args,
+            device_ids=device_ids,
+            attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
+        )
+    except (AssertionError, StopIteration, KeyError) as error:
+        silent = [layer for layer in layers if not calls[layer]]
+        if silent:
+            names = ", ".join(repr(layer_name(forward_func, layer)) for layer in silent)
+            raise ValueError(
+                f"layer {names} did not run during the forward pass; pick a module that the "
+                "model calls on these inputs"
+            ) from error
+        raise
+    except RuntimeError as error:
+        if "does not require grad" in str(error) or "One of the differentiated" in str(error):
+            raise ValueError(
+                "the target does not depend on the chosen layer's output (no gradient path); "
+                "pick a layer that the model's output is computed from"
+            ) from error
+        raise
+    finally:
+        for handle in handles:
+            handle.remove()
+        for tensor, flag in zip(inputs, flags):
+            if tensor.is_leaf and tensor.requires_grad != flag:
+                tensor.requires_grad_(flag)
+    if not (grad_kwargs or {}).get("create_graph", False):
+        # Without create_graph nobody differentiates the maps: detaching frees the
+        # forward graph as soon as the attribution returns.
+        activations = [tuple(a.detach() for a in layer) for layer in activations]
+    return list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
+
+
+def _first_tensor_device(value: Any) -> torch.device:
+    if isinstance(value, Tensor):
+        return value.device
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            if isinstance(item, Tensor):
+                return item.device
+    return torch.device("cpu")

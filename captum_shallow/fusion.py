@@ -1,0 +1,277 @@
+r"""Fusing layer maps into one high-resolution map: :func:`fuse_maps` and :class:`ShallowCAM`.
+
+Deep layers know *what* the target is but see it coarsely; shallow layers see
+it sharply but noisily. :class:`ShallowCAM` computes a truncated CAM at several
+layers in one forward and one backward pass and fuses them at the resolution of
+the shallowest one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, cast
+
+import torch
+import torch.nn.functional as F
+from captum._utils.typing import TargetType
+from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor
+from torch.nn import Module
+
+from .attribution._cams import LayerCAM, _TruncatedLayerCAM
+from .attribution._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from .attribution._truncation import GradientTruncation
+
+Fusion = Literal["max", "mean", "product"]
+_FUSIONS = ("max", "mean", "product")
+
+#: The truncation that :class:`ShallowCAM` applies unless told otherwise.
+DEFAULT_TRUNCATION = GradientTruncation("soft", quantile=0.99)
+
+
+def fuse_maps(
+    maps: Sequence[Tensor],
+    output_size: tuple[int, int] | None = None,
+    fusion: Fusion = "max",
+    gamma: float | None = None,
+) -> Tensor:
+    r"""Fuse per-layer maps of shape ``(N, 1, h_l, w_l)`` into one ``(N, 1, h, w)`` map.
+
+    Each map is upsampled (bilinear) to ``output_size`` (default: the largest
+    map's size), made non-negative and divided by its per-sample maximum, then
+    optionally scaled by :math:`\tanh(\gamma M)` (LayerCAM's Eq. 9), combined by
+    elementwise ``max`` (LayerCAM), ``mean`` (pytorch-grad-cam) or ``product``
+    (RefineCAM), and divided by the per-sample maximum again, so every sample
+    with any positive evidence peaks at 1. A sample without any is all zeros.
+
+    Args:
+        maps (sequence of Tensor): Layer maps, each ``(N, 1, h, w)``.
+        output_size (tuple[int, int], optional): Size of the fused map.
+            Default: None (the largest input map's size)
+        fusion (str, optional): ``"max"``, ``"mean"`` or ``"product"``.
+            Default: ``"max"``
+        gamma (float, optional): Scale of the tanh, e.g. 2 as in LayerCAM; None
+            skips the scaling.
+            Default: None
+
+    Returns:
+        *Tensor*: the fused map, ``(N, 1, h, w)``, values in [0, 1].
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_shallow import fuse_maps
+        >>> fine = torch.tensor([[[[0.0, 2.0], [0.0, 4.0]]]])
+        >>> coarse = torch.tensor([[[[3.0]]]])
+        >>> fuse_maps([fine, coarse], fusion="product")
+        tensor([[[[0.0000, 0.5000],
+                  [0.0000, 1.0000]]]])
+    """
+    if fusion not in _FUSIONS:
+        raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
+    if gamma is not None and not gamma > 0:
+        raise ValueError(f"gamma must be positive or None, got {gamma!r}")
+    if not maps:
+        raise ValueError("fuse_maps needs at least one map")
+    for index, item in enumerate(maps):
+        if not isinstance(item, Tensor) or item.dim() != 4 or item.shape[1] != 1:
+            shape = tuple(item.shape) if isinstance(item, Tensor) else type(item).__name__
+            raise ValueError(f"map {index} must have shape (N, 1, h, w), got {shape}")
+        if item.shape[0] != maps[0].shape[0]:
+            raise ValueError("all maps must have the same batch size")
+    if output_size is None:
+        output_size = cast(
+            tuple[int, int], max((tuple(m.shape[-2:]) for m in maps), key=lambda s: s[0] * s[1])
+        )
+    size = (int(output_size[0]), int(output_size[1]))
+    scaled = []
+    for item in maps:
+        if tuple(item.shape[-2:]) != size:
+            item = F.interpolate(item, size=size, mode="bilinear", align_corners=False)
+        item = _normalise(item.clamp(min=0))
+        scaled.append(torch.tanh(gamma * item) if gamma is not None else item)
+    stacked = torch.stack(scaled)
+    if fusion == "max":
+        fused = stacked.amax(dim=0)
+    elif fusion == "mean":
+        fused = stacked.mean(dim=0)
+    else:
+        fused = stacked.prod(dim=0)
+    return _normalise(fused)
+
+
+def _normalise(maps: Tensor) -> Tensor:
+    peak = maps.amax(dim=(1, 2, 3), keepdim=True)
+    return torch.where(peak > 0, maps / torch.where(peak > 0, peak, 1), 0.0)
+
+
+class ShallowCAM(LayerAttribution, GradientAttribution):
+    r"""A high-resolution CAM fused from several layers, shallow ones included.
+
+    For each layer :math:`l` the chosen method (default :class:`LayerCAM`) gives
+    :math:`L_l = \mathrm{ReLU}(\sum_k w(T_l(G_l), A_l)_k A_{l,k})` with the
+    gradient truncation :math:`T_l`; the maps are fused by :func:`fuse_maps` at
+    the shallowest layer's resolution. All layers come from one forward and one
+    backward pass.
+
+    The truncation rule and its default are reconstructions: the paper
+    (arXiv 2308.02118) names only "truncating the positive gradient".
+
+    Args:
+        forward_func (Callable): The forward function of the model.
+        layers (sequence of torch.nn.Module): Layers to fuse, each run once per
+            forward pass (hook blocks, not reused activation modules).
+        method (type, optional): The CAM class whose weighting rule is used:
+            :class:`LayerCAM`, :class:`LayerGradCam`, :class:`LayerHiResCam`,
+            :class:`LayerGradCamPlusPlus` or :class:`LayerXGradCam`.
+            Default: :class:`LayerCAM`
+        truncation (GradientTruncation, sequence or None, optional): One
+            truncation for all layers, one per layer, or None to turn the
+            denoiser off.
+            Default: ``DEFAULT_TRUNCATION`` (``soft``, per-sample quantile 0.99)
+        fusion (str, optional): ``"max"``, ``"mean"`` or ``"product"``.
+            Default: ``"max"``
+        gamma (float, optional): ``tanh(gamma * M)`` scaling of each
+            normalised layer map (LayerCAM's Eq. 9 uses 2); None skips it.
+            Default: None
+        device_ids (list[int], optional): For DataParallel models, as in Captum.
+            Default: None
+
+    Examples::
+
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> from captum_shallow import ShallowCAM
+        >>> model = resnet18().eval()
+        >>> cam = ShallowCAM(model, [model.layer1, model.layer2, model.layer3])
+        >>> cam.attribute(torch.rand(2, 3, 64, 64), target=[1, 2]).shape
+        torch.Size([2, 1, 16, 16])
+    """
+
+    def __init__(
+        self,
+        forward_func: Callable[..., Tensor],
+        layers: Sequence[Module],
+        method: type[_TruncatedLayerCAM] = LayerCAM,
+        truncation: GradientTruncation | Sequence[GradientTruncation | None] | None = (
+            DEFAULT_TRUNCATION
+        ),
+        fusion: Fusion = "max",
+        gamma: float | None = None,
+        device_ids: list[int] | None = None,
+    ) -> None:
+        if isinstance(layers, Module):
+            layers = [layers]
+        layers = list(layers)
+        if not isinstance(method, type) or not issubclass(method, _TruncatedLayerCAM):
+            raise TypeError(
+                "method must be one of captum_shallow's CAM classes (e.g. LayerCAM), "
+                f"got {method!r}"
+            )
+        per_layer = (
+            list(truncation)
+            if isinstance(truncation, Sequence)
+            else [truncation] * len(layers)
+        )
+        if len(per_layer) != len(layers):
+            raise ValueError(
+                f"got {len(per_layer)} truncations for {len(layers)} layers; give one, "
+                "or one per layer"
+            )
+        for item in per_layer:
+            if item is not None and not isinstance(item, GradientTruncation):
+                raise TypeError(
+                    f"truncation must be a GradientTruncation or None, got {type(item).__name__}"
+                )
+        if fusion not in _FUSIONS:
+            raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
+        if gamma is not None and not gamma > 0:
+            raise ValueError(f"gamma must be positive or None, got {gamma!r}")
+        LayerAttribution.__init__(self, forward_func, layers, device_ids)
+        GradientAttribution.__init__(self, forward_func)
+        self.layers = layers
+        self.method = method
+        self.truncations = per_layer
+        self.fusion = fusion
+        self.gamma = gamma
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+        output_size: tuple[int, int] | None = None,
+        return_layer_maps: bool = False,
+        attribute_to_layer_input: bool = False,
+        grad_kwargs: dict[str, Any] | None = None,
+    ) -> Tensor | tuple[Tensor, list[Tensor]]:
+        r"""
+        Args:
+
+            inputs (Tensor or tuple[Tensor, ...]): Input for which the map is
+                        computed; dimension 0 is the batch.
+            target (int, tuple, Tensor, or list, optional): Output indices, as in
+                        Captum (one for the batch or one per sample).
+                        Default: None
+            additional_forward_args (Any, optional): Extra arguments passed to
+                        forward_func after the inputs.
+                        Default: None
+            output_size (tuple[int, int], optional): Size of the fused map, e.g.
+                        the input's ``(H, W)``.
+                        Default: None (the shallowest layer's resolution)
+            return_layer_maps (bool, optional): Also return each layer's raw map
+                        (before normalisation and upsampling).
+                        Default: False
+            attribute_to_layer_input (bool, optional): Use the layers' inputs
+                        instead of their outputs.
+                        Default: False
+            grad_kwargs (dict[str, Any], optional): Extra keyword arguments for
+                        ``torch.autograd.grad``.
+                        Default: None
+
+        Returns:
+            *Tensor* **fused** ``(N, 1, h, w)`` in [0, 1] or, with
+            ``return_layer_maps``, *tuple* ``(fused, [layer maps])`` with each
+            layer map ``(N, 1, h_l, w_l)``.
+        """
+        formatted = format_inputs(inputs)
+        pairs = layer_gradients_and_activations(
+            self.forward_func,
+            self.layers,
+            formatted,
+            target,
+            additional_forward_args,
+            device_ids=self.device_ids,
+            attribute_to_layer_input=attribute_to_layer_input,
+            grad_kwargs=grad_kwargs,
+        )
+        layer_maps = []
+        for layer, truncation, (gradients, activations) in zip(
+            self.layers, self.truncations, pairs
+        ):
+            if len(activations) != 1 or activations[0].dim() != 4:
+                shapes = [tuple(a.shape) for a in activations]
+                raise ValueError(
+                    f"ShallowCAM needs layers with one (N, C, H, W) output; layer "
+                    f"{layer_name(self.forward_func, layer)!r} gives {shapes}"
+                )
+            layer_maps.append(
+                self.method.layer_attribution(
+                    gradients[0], activations[0], truncation, relu_attributions=True
+                )
+            )
+        fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma)
+        return (fused, layer_maps) if return_layer_maps else fused
+
+    def __repr__(self) -> str:
+        names = [layer_name(self.forward_func, layer) for layer in self.layers]
+        return (
+            f"ShallowCAM(layers={names}, method={self.method.__name__}, "
+            f"truncation={self.truncations}, fusion={self.fusion!r}, gamma={self.gamma})"
+        )
