@@ -24,8 +24,10 @@ from torch.nn import Module
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
 from ._truncation import GradientTruncation
 
-# Same epsilon as pytorch-grad-cam, so that without truncation the maps agree.
-_EPS = 1e-7
+# The same denominators' epsilons as pytorch-grad-cam, so that without
+# truncation the maps agree with it.
+_EPS_GRADCAM_PP = 1e-6
+_EPS_XGRADCAM = 1e-7
 
 
 def _spatial_dims(tensor: Tensor) -> tuple[int, ...]:
@@ -313,7 +315,7 @@ class LayerGradCamPlusPlus(_TruncatedLayerCAM):
         \qquad w_k = \sum_{ij} \alpha_{k,ij} \mathrm{ReLU}(W_{k,ij}),
         \qquad L^c = \mathrm{ReLU}\Big(\sum_k w_k A_k\Big)
 
-    with :math:`\alpha = 0` where :math:`W = 0` and :math:`10^{-7}` added to the
+    with :math:`\alpha = 0` where :math:`W = 0` and :math:`10^{-6}` added to the
     denominator, as pytorch-grad-cam does.
 
     Examples::
@@ -331,7 +333,7 @@ class LayerGradCamPlusPlus(_TruncatedLayerCAM):
         dims = _spatial_dims(gradient)
         squared = gradient.pow(2)
         denominator = 2 * squared + activation.sum(dim=dims, keepdim=True) * squared * gradient
-        alpha = torch.where(gradient != 0, squared / (denominator + _EPS), 0.0)
+        alpha = torch.where(gradient != 0, squared / (denominator + _EPS_GRADCAM_PP), 0.0)
         return (alpha * gradient.clamp(min=0)).sum(dim=dims, keepdim=True)
 
 
@@ -356,5 +358,5 @@ class LayerXGradCam(_TruncatedLayerCAM):
     @staticmethod
     def weights(gradient: Tensor, activation: Tensor) -> Tensor:
         dims = _spatial_dims(gradient)
-        share = activation / (activation.sum(dim=dims, keepdim=True) + _EPS)
+        share = activation / (activation.sum(dim=dims, keepdim=True) + _EPS_XGRADCAM)
         return (share * gradient).sum(dim=dims, keepdim=True)
