@@ -22,16 +22,36 @@ from ._localisation import (
     make_grid_cases,
     pointing_game,
 )
+from ._segmentation import (
+    DEFAULT_THRESHOLDS,
+    SweepResult,
+    ThresholdSweep,
+    class_cams,
+    confusion_matrix,
+    dense_crf,
+    evaluate_cams,
+    iou_from_confusion,
+    pseudo_masks,
+)
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "ConfidenceChange",
     "DeletionInsertion",
     "GridCases",
+    "SweepResult",
+    "ThresholdSweep",
     "average_drop_increase",
     "boxes_to_masks",
+    "class_cams",
+    "confusion_matrix",
     "deletion_insertion",
+    "dense_crf",
     "energy_pointing_game",
+    "evaluate_cams",
     "grid_pointing_game",
+    "iou_from_confusion",
     "make_grid_cases",
     "pointing_game",
+    "pseudo_masks",
 ]
