@@ -112,9 +112,8 @@ def build_model(
         >>> type(build_model("resnet18", num_classes=10).fc).__name__
         'Linear'
     """
-    known = architectures()
-    if arch not in known:
-        raise unknown_name("architecture", arch, known)
+    if arch not in LITE_ARCHITECTURES and arch not in architectures():
+        raise unknown_name("architecture", arch, architectures())
     state = None if weights is None else _read_state_dict(weights)
     if num_classes is None:
         num_classes = 1000 if state is None else _classifier_outputs(arch, state)

@@ -1,0 +1,84 @@
+"""The ``captum-shallow`` command line.
+
+Each subcommand is a module with ``NAME``, ``add_parser(subparsers)`` and
+``run(args) -> int``, listed once in ``SUBCOMMANDS``. A subcommand raises
+:class:`CLIError` for anything the user can fix; :func:`main` prints it as one
+``captum-shallow: error: ...`` line and returns 2. Shared pieces for new
+subcommands: ``_options`` (model, layer, method, truncation and target options)
+and ``_files`` (atomic writes: a temporary name in the same folder, then
+:func:`os.replace`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from . import _demo, _explain
+from ._errors import CLIError
+from ._files import atomic_write, make_folder, write_arrays, write_figure
+
+__all__ = [
+    "SUBCOMMANDS",
+    "CLIError",
+    "atomic_write",
+    "build_parser",
+    "main",
+    "make_folder",
+    "write_arrays",
+    "write_figure",
+]
+
+PROG = "captum-shallow"
+
+#: The subcommand modules, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[ModuleType, ...] = (_demo, _explain)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered.
+
+    Returns:
+        argparse.ArgumentParser: The parser; each subcommand's namespace carries
+        its ``run`` function as ``handler``.
+    """
+    from captum_shallow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="High-resolution CAMs from shallow CNN layers, denoised by "
+        "truncating the positive gradient, as Captum layer attributions.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers).set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``captum-shallow`` with ``argv`` (default: ``sys.argv[1:]``).
+
+    Args:
+        argv (Sequence[str], optional): The arguments after the program name.
+            Default: None
+
+    Returns:
+        int: The exit code: 0 on success, 2 for a usage or user error (one line on
+        stderr, no traceback), 130 on Ctrl-C.
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        code: int = args.handler(args)
+        return code
+    except SystemExit as exit_:  # argparse's own usage errors, --help, --version
+        return exit_.code if isinstance(exit_.code, int) else 2
+    except CLIError as error:
+        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return CLIError.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,147 @@
+"""``captum-shallow demo``: why shallow truncated CAMs, on a real photo and model.
+
+One figure, one photo, one class: Grad-CAM at the last stage, LayerCAM at a
+shallow stage, the same with gradient truncation, and the fused ShallowCAM.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._errors import CLIError
+from ._files import make_folder, write_figure
+from ._options import (
+    DEFAULT_MODEL,
+    describe_truncation,
+    one_line,
+    parse_target,
+    parse_truncation,
+)
+
+NAME = "demo"
+#: The file the demo writes in ``--out``.
+FIGURE_NAME = "demo.png"
+DPI = 100
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``demo`` on the ``captum-shallow`` subparsers.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers`` returned.
+
+    Returns:
+        argparse.ArgumentParser: The subcommand's parser.
+    """
+    from captum_shallow.models import SAMPLE_PHOTOS, available_models
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        NAME,
+        help="compare Grad-CAM, shallow LayerCAM and ShallowCAM on a real photo and model",
+        description=(
+            "Explain a scikit-image photo with a real ImageNet model and write one "
+            f"figure, {FIGURE_NAME}: Grad-CAM at the last stage, LayerCAM at a shallow "
+            "stage without and with gradient truncation, and the fused ShallowCAM."
+        ),
+    )
+    parser.add_argument(
+        "--photo",
+        default="chelsea",
+        choices=list(SAMPLE_PHOTOS),
+        help="scikit-image photo (default: chelsea)",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        choices=list(available_models()),
+        help=f"pretrained model (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--target", default="auto", help="auto (top prediction), a class index or a class name"
+    )
+    parser.add_argument(
+        "--truncation",
+        metavar="SPEC",
+        help="gradient truncation (default: the package's DEFAULT_TRUNCATION)",
+    )
+    parser.add_argument(
+        "--out", default=".", metavar="DIR", help=f"folder for {FIGURE_NAME} (default: .)"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Compute the four maps, print the top-5 predictions, write the figure.
+
+    Args:
+        args (argparse.Namespace): The parsed options.
+
+    Returns:
+        int: 0.
+    """
+    from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM
+    from captum_shallow.models import (
+        imagenet_classes,
+        layer_preset,
+        load_model,
+        preprocess,
+        resolve_layers,
+        sample_photo,
+    )
+    from captum_shallow.visualization import attribution_figure
+
+    truncation = parse_truncation(args.truncation)
+    classes = imagenet_classes()
+    target = parse_target(args.target, classes)
+    try:
+        device = torch.device(args.device)
+        model = load_model(args.model, device=device)
+        photo = sample_photo(args.photo)
+    except (ValueError, ImportError, RuntimeError) as error:
+        raise CLIError(one_line(error)) from None
+    size = int(getattr(model, "input_image_size", 224))
+    inputs = preprocess(photo, size).unsqueeze(0).to(device)
+    with torch.no_grad():
+        probabilities = model(inputs).softmax(dim=1)[0]
+    top = probabilities.topk(5)
+    print(f"{args.model} on {args.photo}: top-5 predictions")
+    for probability, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        print(f"  {index:4d}  {probability:.3f}  {classes[index]}")
+    if target is None:
+        target = int(top.indices[0])
+    label = f"{classes[target]} ({target}), p = {float(probabilities[target]):.2f}"
+
+    preset = layer_preset(model)
+    last, shallow = resolve_layers(model, [preset.last, preset.shallow])
+    fused_layers = resolve_layers(model, preset.fusion)
+    truncated = describe_truncation(truncation)
+    maps = [
+        LayerGradCam(model, last).attribute(inputs, target=target),
+        LayerCAM(model, shallow).attribute(inputs, target=target),
+        LayerCAM(model, shallow, truncation=truncation).attribute(inputs, target=target),
+        ShallowCAM(model, fused_layers, truncation=truncation).attribute(inputs, target=target),
+    ]
+    titles = [
+        f"Grad-CAM, last stage\n{preset.last} ({_size(maps[0])})",
+        f"LayerCAM, shallow stage\n{preset.shallow} ({_size(maps[1])})",
+        f"LayerCAM + truncation\n{truncated}",
+        f"ShallowCAM (fused)\n{len(fused_layers)} stages ({_size(maps[3])})",
+    ]
+    figure = attribution_figure(
+        photo,
+        [(f"{args.photo}\n{classes[target]}", None), *zip(titles, maps, strict=True)],
+        title=f"{args.model} on '{args.photo}': {label}",
+    )
+    folder = make_folder(args.out)
+    path = write_figure(figure, folder / FIGURE_NAME, dpi=DPI)
+    print(f"wrote {Path(path)}")
+    return 0
+
+
+def _size(attribution: torch.Tensor) -> str:
+    return f"{attribution.shape[-2]}×{attribution.shape[-1]}"

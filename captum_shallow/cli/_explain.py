@@ -1,0 +1,201 @@
+"""``captum-shallow explain IMAGE...``: a fused map and a figure per image.
+
+Every image is read once before anything is written, so a bad path or file
+fails the run with nothing on disk; outputs then appear one by one, each
+written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._errors import CLIError
+from ._files import make_folder, write_arrays, write_figure
+from ._options import (
+    add_cam_options,
+    add_model_options,
+    cam_method,
+    describe_truncation,
+    load_model_from_args,
+    one_line,
+    parse_target,
+    parse_truncation,
+    resolve_layer_spec,
+)
+
+NAME = "explain"
+DPI = 100
+#: Suffixes of the files written per image: ``<stem>.cam.png``, ``<stem>.maps.npz``.
+FIGURE_SUFFIX = ".cam.png"
+MAPS_SUFFIX = ".maps.npz"
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``explain`` on the ``captum-shallow`` subparsers.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers`` returned.
+
+    Returns:
+        argparse.ArgumentParser: The subcommand's parser.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        NAME,
+        help="explain your images: a fused shallow CAM and a figure per image",
+        description=(
+            "Compute a ShallowCAM per image and write <stem>.cam.png (the photo, each "
+            "layer's map and the fused map) and, with --save-maps, <stem>.maps.npz."
+        ),
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    add_model_options(parser)
+    add_cam_options(parser)
+    parser.add_argument(
+        "--target",
+        default="auto",
+        help="auto (each image's top prediction), a class index or a class name",
+    )
+    parser.add_argument(
+        "--out",
+        default="captum-shallow-out",
+        metavar="DIR",
+        help="output folder (default: captum-shallow-out)",
+    )
+    parser.add_argument(
+        "--save-maps",
+        action="store_true",
+        help="also write the raw maps (fused and per layer) as <stem>.maps.npz",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, metavar="N", help="images per pass (default: 8)"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Explain each image and write its figure (and maps).
+
+    Args:
+        args (argparse.Namespace): The parsed options.
+
+    Returns:
+        int: 0.
+    """
+    from tqdm import tqdm
+
+    from captum_shallow import ShallowCAM
+    from captum_shallow.models import preprocess, read_image
+    from captum_shallow.visualization import attribution_figure
+
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
+    method = cam_method(args.method)
+    truncation = parse_truncation(args.truncation)
+    for path in args.images:  # fail before writing anything
+        _read(path, read_image)
+    loaded = load_model_from_args(args)
+    target = parse_target(args.target, loaded.classes)
+    names, layers = resolve_layer_spec(loaded.model, args.layers)
+    try:
+        cam = ShallowCAM(
+            loaded.model, layers, method=method, truncation=truncation, fusion=args.fusion
+        )
+    except (ValueError, TypeError) as error:
+        raise CLIError(one_line(error)) from None
+    outputs = _output_stems(args.images)
+    folder: Path | None = None
+    progress = tqdm(
+        total=len(args.images), unit="image", disable=None if len(args.images) > 1 else True
+    )
+    with progress:
+        for start in range(0, len(args.images), args.batch_size):
+            paths = args.images[start : start + args.batch_size]
+            photos = [_read(path, read_image) for path in paths]
+            size = loaded.input_size
+            inputs = torch.stack([preprocess(photo, size) for photo in photos]).to(loaded.device)
+            with torch.no_grad():
+                probabilities = loaded.model(inputs).softmax(dim=1)
+            targets = (
+                probabilities.argmax(dim=1)
+                if target is None
+                else torch.full((len(paths),), target, device=loaded.device)
+            )
+            try:
+                fused, layer_maps = cam.attribute(
+                    inputs, target=targets.tolist(), return_layer_maps=True
+                )
+            except ValueError as error:
+                raise CLIError(one_line(error)) from None
+            folder = folder or make_folder(args.out)
+            for i, (path, photo) in enumerate(zip(paths, photos, strict=True)):
+                index = int(targets[i])
+                probability = float(probabilities[i, index])
+                label = f"{loaded.classes[index]} ({index}), p = {probability:.2f}"
+                panels: list[tuple[str, Tensor | None]] = [(Path(path).name, None)]
+                panels += [
+                    (f"{name} ({m.shape[-2]}×{m.shape[-1]})", m[i])
+                    for name, m in zip(names, layer_maps, strict=True)
+                ]
+                fused_title = f"ShallowCAM ({args.method}, {args.fusion})"
+                panels.append((f"{fused_title}\n{describe_truncation(truncation)}", fused[i]))
+                figure = attribution_figure(
+                    photo, panels, title=f"{loaded.name} on {Path(path).name}: {label}"
+                )
+                stem = outputs[start + i]
+                written = write_figure(figure, folder / f"{stem}{FIGURE_SUFFIX}", DPI)
+                if args.save_maps:
+                    archive = _maps_archive(
+                        fused[i], [m[i] for m in layer_maps], names, index, probability
+                    )
+                    write_arrays(folder / f"{stem}{MAPS_SUFFIX}", **archive)
+                progress.write(f"{path}: {label} -> {written}")
+                progress.update(1)
+    return 0
+
+
+def _read(path: str, read_image: Any) -> Tensor:
+    try:
+        image: Tensor = read_image(path)
+    except (FileNotFoundError, ValueError) as error:
+        raise CLIError(one_line(error)) from None
+    except OSError as error:
+        raise CLIError(f"cannot read image {path}: {error.strerror or error}") from None
+    return image
+
+
+def _output_stems(paths: Sequence[str]) -> list[str]:
+    """One output stem per image: the file's stem, numbered when stems repeat."""
+    stems: list[str] = []
+    seen: dict[str, int] = {}
+    for path in paths:
+        stem = Path(path).stem or "image"
+        count = seen.get(stem, 0)
+        seen[stem] = count + 1
+        stems.append(stem if count == 0 else f"{stem}-{count}")
+    return stems
+
+
+def _maps_archive(
+    fused: Tensor,
+    layer_maps: Sequence[Tensor],
+    names: Sequence[str],
+    target: int,
+    probability: float,
+) -> dict[str, Any]:
+    """The ``.npz`` content: fused map, per-layer maps and what they explain."""
+    arrays: dict[str, Any] = {
+        "fused": fused[0].detach().cpu().numpy(),
+        "layers": np.array(list(names)),
+        "target": np.array(target),
+        "probability": np.array(probability, dtype=np.float32),
+    }
+    for k, layer_map in enumerate(layer_maps):
+        arrays[f"layer_{k}"] = layer_map[0].detach().cpu().numpy()
+    return arrays

@@ -1,0 +1,110 @@
+"""Atomic output: a file appears complete under its name, or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure
+
+from ._errors import CLIError
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Open a temporary file next to ``path``; on success rename it to ``path``.
+
+    The temporary file lives in the same folder (so :func:`os.replace` is an
+    atomic rename on one file system) and is removed if the block raises.
+
+    Args:
+        path (str or os.PathLike): The file to write; its folder must exist.
+
+    Yields:
+        IO[bytes]: The temporary file, open for binary writing.
+
+    Raises:
+        CLIError: When the folder is missing or not writable.
+    """
+    target = Path(path)
+    try:
+        handle, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
+    except OSError as error:
+        raise CLIError(f"cannot write {target}: {error.strerror or error}") from None
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes files private (0600)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create an output folder (and its parents) if needed.
+
+    Args:
+        path (str or os.PathLike): The folder.
+
+    Returns:
+        Path: The folder.
+
+    Raises:
+        CLIError: When it cannot be created or is a file.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise CLIError(f"output folder {folder} is not a folder") from None
+    except OSError as error:
+        raise CLIError(f"cannot create output folder {folder}: {error.strerror}") from None
+    return folder
+
+
+def write_figure(figure: Figure, path: str | os.PathLike[str], dpi: float = 100) -> Path:
+    """Save a figure as PNG, atomically.
+
+    Args:
+        figure (Figure): The figure.
+        path (str or os.PathLike): The PNG file.
+        dpi (float, optional): Pixels per inch.
+            Default: 100
+
+    Returns:
+        Path: ``path``.
+    """
+    with atomic_write(path) as stream:
+        figure.savefig(stream, format="png", dpi=dpi)
+    return Path(path)
+
+
+def write_arrays(path: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Path:
+    """Save arrays as an uncompressed ``.npz`` archive, atomically.
+
+    Args:
+        path (str or os.PathLike): The ``.npz`` file.
+        **arrays (ArrayLike): The arrays, by name.
+
+    Returns:
+        Path: ``path``.
+    """
+    with atomic_write(path) as stream:
+        np.savez(stream, **arrays)  # type: ignore[arg-type]
+    return Path(path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

