@@ -169,9 +169,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 "method must be one of captum_shallow's CAM classes (e.g. LayerCAM), "
                 f"got {method!r}"
             )
-        per_layer = (
+        per_layer: list[Any] = (
             list(truncation)
-            if isinstance(truncation, Sequence)
+            if isinstance(truncation, (list, tuple))
             else [truncation] * len(layers)
         )
         if len(per_layer) != len(layers):
@@ -192,7 +192,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
         self.layers = layers
         self.method = method
-        self.truncations = per_layer
+        self.truncations: list[GradientTruncation | None] = per_layer
         self.fusion = fusion
         self.gamma = gamma
 

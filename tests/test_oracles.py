@@ -61,7 +61,12 @@ def _torchvision(builder: Callable[..., nn.Module]) -> Callable[[], nn.Module]:
 ARCHITECTURES: dict[str, tuple[Callable[[], nn.Module], int, str, str]] = {
     "resnet18": (_torchvision(models.resnet18), 96, "layer1", "layer4"),
     "vgg11": (_torchvision(models.vgg11), 64, "features.2", "features.19"),
-    "mobilenet_v3_small": (_torchvision(models.mobilenet_v3_small), 96, "features.1", "features.12"),
+    "mobilenet_v3_small": (
+        _torchvision(models.mobilenet_v3_small),
+        96,
+        "features.1",
+        "features.12",
+    ),
 }
 
 CASES = [

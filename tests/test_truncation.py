@@ -86,7 +86,9 @@ def test_hard_quantile_keeps_exactly_the_largest_share(
         tau = reference_quantile(row.numpy(), q)
         assert torch.equal(kept_row, torch.where(row > tau, row, 0.0).clamp(min=0))
         if positive.unique().numel() == positive.numel():
-            assert int((kept_row > 0).sum()) == positive.numel() - int(np.floor(q * positive.numel()))
+            assert int((kept_row > 0).sum()) == positive.numel() - int(
+                np.floor(q * positive.numel())
+            )
 
 
 @settings(max_examples=80, deadline=None)
@@ -193,7 +195,12 @@ def test_is_a_frozen_comparable_value() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    ["soft:quantile=0.99", "hard:fraction=0.5", "clip:value=0.001", "soft:quantile=0.9,scope=channel"],
+    [
+        "soft:quantile=0.99",
+        "hard:fraction=0.5",
+        "clip:value=0.001",
+        "soft:quantile=0.9,scope=channel",
+    ],
 )
 def test_spec_strings_round_trip(spec: str) -> None:
     trunc = GradientTruncation.parse(spec)

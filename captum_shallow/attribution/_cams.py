@@ -210,7 +210,9 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
             )
             for gradient, activation in zip(gradients, activations)
         )
-        return cast(Tensor | tuple[Tensor, ...], _format_output(len(attributions) > 1, attributions))
+        return cast(
+            Tensor | tuple[Tensor, ...], _format_output(len(attributions) > 1, attributions)
+        )
 
     def __repr__(self) -> str:
         layer = layer_name(self.forward_func, cast(Module, self.layer))

@@ -36,8 +36,7 @@ def format_inputs(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         or not all(isinstance(item, Tensor) for item in formatted)
     ):
         raise TypeError(
-            "inputs must be a Tensor or a non-empty tuple of Tensors, got "
-            f"{type(inputs).__name__}"
+            f"inputs must be a Tensor or a non-empty tuple of Tensors, got {type(inputs).__name__}"
         )
     return formatted
 
@@ -76,9 +75,7 @@ def check_layers(forward_func: Callable[..., Any], layers: Sequence[Module]) -> 
 def check_target(output: Any, target: TargetType) -> None:
     """Raise a ValueError when ``target`` cannot index the model's ``output``."""
     if not isinstance(output, Tensor):
-        raise TypeError(
-            f"the model must return a Tensor to attribute, got {type(output).__name__}"
-        )
+        raise TypeError(f"the model must return a Tensor to attribute, got {type(output).__name__}")
     batch = output.shape[0] if output.dim() else 1
     if target is None:
         if output.dim() > 1 and output[0].numel() > 1:
