@@ -33,14 +33,17 @@ from ._segmentation import (
     iou_from_confusion,
     pseudo_masks,
 )
+from ._voc import VOC_CLASSES, VOCWeakSegmentation
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "VOC_CLASSES",
     "ConfidenceChange",
     "DeletionInsertion",
     "GridCases",
     "SweepResult",
     "ThresholdSweep",
+    "VOCWeakSegmentation",
     "average_drop_increase",
     "boxes_to_masks",
     "class_cams",
