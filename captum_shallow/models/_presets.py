@@ -217,11 +217,12 @@ def layer_choice_table(architectures: Sequence[str] = DOCUMENTED_ARCHITECTURES) 
 
 def _candidates(model: nn.Module) -> tuple[str, list[str]]:
     """The architecture family and its stage-level module names, in forward order."""
+    if type(model).__module__.startswith("efficientnet_lite_pytorch"):
+        return "EfficientNet-Lite", [f"_blocks.{i}" for i in range(len(model._blocks))]  # type: ignore[arg-type]
+    # torchvision's classes, imported only now: importing torchvision.models takes seconds.
     import torchvision.models as tvm
     from torchvision.models.densenet import DenseNet
 
-    if type(model).__module__.startswith("efficientnet_lite_pytorch"):
-        return "EfficientNet-Lite", [f"_blocks.{i}" for i in range(len(model._blocks))]  # type: ignore[arg-type]
     if isinstance(model, tvm.ResNet):
         return "ResNet", ["layer1", "layer2", "layer3", "layer4"]
     if isinstance(model, tvm.VGG):

@@ -1,0 +1,88 @@
+"""Figures: Captum's visualize_image_attr on one grid of axes, headless, sized as documented."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import visualization as captum_viz
+from PIL import Image
+
+from captum_shallow.visualization import attribution_figure, image_to_numpy, map_to_numpy
+
+
+def test_image_to_numpy_gives_hwc_uint8() -> None:
+    image = torch.arange(2 * 3, dtype=torch.uint8).view(1, 2, 3).expand(3, -1, -1)
+    array = image_to_numpy(image)
+    assert (array.shape, array.dtype) == ((2, 3, 3), np.uint8)
+    assert array[1, 2].tolist() == [5, 5, 5]
+    assert image_to_numpy(torch.ones(3, 2, 2) * 0.5)[0, 0].tolist() == [128, 128, 128]
+    with pytest.raises(ValueError, match=r"expected an image of shape \(3, H, W\)"):
+        image_to_numpy(torch.zeros(2, 2))
+
+
+def test_map_to_numpy_upsamples_bilinearly_to_the_photo() -> None:
+    grid = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    array = map_to_numpy(grid.view(1, 1, 2, 2), (3, 4))
+    assert (array.shape, array.dtype) == ((3, 4, 1), np.float32)
+    np.testing.assert_allclose(array[0, :, 0], [0.0, 0.25, 0.75, 1.0])
+    np.testing.assert_allclose(map_to_numpy(torch.full((5, 5), 0.3), (7, 9)), 0.3, rtol=1e-6)
+    with pytest.raises(ValueError, match="expected one 2-D map"):
+        map_to_numpy(torch.zeros(2, 1, 4, 4), (8, 8))
+
+
+def test_every_panel_is_drawn_by_captum_on_the_figures_grid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[dict[str, Any]] = []
+    original = captum_viz.visualize_image_attr
+
+    def spy(attr: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        calls.append({"shape": attr.shape, **kwargs})
+        return original(attr, *args, **kwargs)
+
+    monkeypatch.setattr(captum_viz, "visualize_image_attr", spy)
+    photo = torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8)
+    maps = [torch.rand(1, 5, 5), torch.rand(1, 1, 10, 15)]
+    figure = attribution_figure(photo, [("photo", None), ("a", maps[0]), ("b", maps[1])])
+    methods = [c["method"] for c in calls]
+    assert methods == ["original_image", "blended_heat_map", "blended_heat_map"]
+    assert all(c["use_pyplot"] is False and c["shape"] == (40, 60, 1) for c in calls)
+    axes = figure.get_axes()
+    assert [c["plt_fig_axis"] for c in calls] == [(figure, axis) for axis in axes]
+    assert [axis.get_title() for axis in axes] == ["photo", "a", "b"]
+
+
+def test_figure_size_follows_panels_rows_and_photo_aspect() -> None:
+    photo = torch.zeros(3, 50, 100, dtype=torch.uint8)
+    panels = [(str(i), torch.rand(4, 4)) for i in range(5)]
+    figure = attribution_figure(photo, panels, title="t", ncols=3)
+    # 3 columns of 3 in; 2 rows of (3 * 50 / 100 + 0.4) in; 0.4 in for the title.
+    assert figure.get_size_inches().round(3).tolist() == [9.0, 4.2]
+    assert len(figure.get_axes()) == 6
+    assert not figure.get_axes()[-1].axison  # the unused sixth cell is blank
+    assert figure.get_suptitle() == "t"
+
+
+def test_figure_renders_headless_to_png_of_the_documented_size() -> None:
+    photo = torch.randint(0, 256, (3, 30, 60), dtype=torch.uint8)
+    figure = attribution_figure(photo, [("photo", None), ("map", torch.rand(7, 7))])
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=50)
+    with Image.open(io.BytesIO(buffer.getvalue())) as png:
+        assert png.format == "PNG"
+        assert png.size == (300, 95)  # (6 in, 1.9 in) at 50 dpi
+
+
+def test_a_map_without_positive_evidence_shows_the_photo() -> None:
+    photo = torch.zeros(3, 20, 20, dtype=torch.uint8)
+    figure = attribution_figure(photo, [("empty", torch.zeros(1, 4, 4))])
+    assert figure.get_axes()[0].get_title() == "empty\n(no positive evidence)"
+
+
+def test_no_panel_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no panel"):
+        attribution_figure(torch.zeros(3, 4, 4), [])
