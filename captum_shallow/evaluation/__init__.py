@@ -33,16 +33,33 @@ from ._segmentation import (
     iou_from_confusion,
     pseudo_masks,
 )
+from ._synthetic import (
+    SYNTHETIC_CLASSES,
+    SyntheticClassifier,
+    SyntheticConfig,
+    SyntheticSplit,
+    TrainConfig,
+    TrainedClassifier,
+    load_or_train_classifier,
+    make_synthetic_split,
+    multilabel_metrics,
+)
 from ._voc import VOC_CLASSES, VOCWeakSegmentation
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "SYNTHETIC_CLASSES",
     "VOC_CLASSES",
     "ConfidenceChange",
     "DeletionInsertion",
     "GridCases",
     "SweepResult",
+    "SyntheticClassifier",
+    "SyntheticConfig",
+    "SyntheticSplit",
     "ThresholdSweep",
+    "TrainConfig",
+    "TrainedClassifier",
     "VOCWeakSegmentation",
     "average_drop_increase",
     "boxes_to_masks",
@@ -54,7 +71,10 @@ __all__ = [
     "evaluate_cams",
     "grid_pointing_game",
     "iou_from_confusion",
+    "load_or_train_classifier",
     "make_grid_cases",
+    "make_synthetic_split",
+    "multilabel_metrics",
     "pointing_game",
     "pseudo_masks",
 ]
