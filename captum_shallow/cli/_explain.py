@@ -27,6 +27,7 @@ from ._options import (
     one_line,
     parse_target,
     parse_truncation,
+    positive_int,
     resolve_layer_spec,
 )
 
@@ -74,7 +75,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="also write the raw maps (fused and per layer) as <stem>.maps.npz",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, metavar="N", help="images per pass (default: 8)"
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="images per pass (default: 8)",
     )
     return parser
 
@@ -94,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
     from captum_shallow.models import preprocess, read_image
     from captum_shallow.visualization import attribution_figure
 
-    if args.batch_size < 1:
-        raise CLIError(f"--batch-size must be at least 1, got {args.batch_size}")
     method = cam_method(args.method)
     truncation = parse_truncation(args.truncation)
     for path in args.images:  # fail before writing anything

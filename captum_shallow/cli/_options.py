@@ -83,7 +83,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--input-size",
-        type=_positive_int,
+        type=positive_int,
         metavar="PX",
         help="side of the square model input (default: the model's own, else 224)",
     )
@@ -315,7 +315,15 @@ def one_line(error: BaseException) -> str:
     return text or type(error).__name__
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a positive integer.
+
+    Args:
+        text (str): The option's value.
+
+    Returns:
+        int: The value.
+    """
     try:
         value = int(text)
     except ValueError:
