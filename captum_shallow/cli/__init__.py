@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from captum_shallow import __version__
+
 from . import _demo, _explain
 from ._errors import CLIError
 from ._files import atomic_write, make_folder, write_arrays, write_figure
@@ -44,8 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
         argparse.ArgumentParser: The parser; each subcommand's namespace carries
         its ``run`` function as ``handler``.
     """
-    from captum_shallow import __version__
-
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="High-resolution CAMs from shallow CNN layers, denoised by "

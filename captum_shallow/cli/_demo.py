@@ -12,6 +12,19 @@ from typing import Any
 
 import torch
 
+from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM
+from captum_shallow.models import (
+    SAMPLE_PHOTOS,
+    available_models,
+    imagenet_classes,
+    layer_preset,
+    load_model,
+    preprocess,
+    resolve_layers,
+    sample_photo,
+)
+from captum_shallow.visualization import attribution_figure
+
 from ._errors import CLIError
 from ._files import make_folder, write_figure
 from ._options import (
@@ -37,8 +50,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     Returns:
         argparse.ArgumentParser: The subcommand's parser.
     """
-    from captum_shallow.models import SAMPLE_PHOTOS, available_models
-
     parser: argparse.ArgumentParser = subparsers.add_parser(
         NAME,
         help="compare Grad-CAM, shallow LayerCAM and ShallowCAM on a real photo and model",
@@ -84,17 +95,6 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         int: 0.
     """
-    from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM
-    from captum_shallow.models import (
-        imagenet_classes,
-        layer_preset,
-        load_model,
-        preprocess,
-        resolve_layers,
-        sample_photo,
-    )
-    from captum_shallow.visualization import attribution_figure
-
     truncation = parse_truncation(args.truncation)
     classes = imagenet_classes()
     target = parse_target(args.target, classes)

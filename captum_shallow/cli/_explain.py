@@ -15,6 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
+
+from captum_shallow import ShallowCAM
+from captum_shallow.models import preprocess, read_image
+from captum_shallow.visualization import attribution_figure
 
 from ._errors import CLIError
 from ._files import make_folder, write_arrays, write_figure
@@ -93,16 +98,10 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         int: 0.
     """
-    from tqdm import tqdm
-
-    from captum_shallow import ShallowCAM
-    from captum_shallow.models import preprocess, read_image
-    from captum_shallow.visualization import attribution_figure
-
     method = cam_method(args.method)
     truncation = parse_truncation(args.truncation)
     for path in args.images:  # fail before writing anything
-        _read(path, read_image)
+        _read(path)
     loaded = load_model_from_args(args)
     target = parse_target(args.target, loaded.classes)
     names, layers = resolve_layer_spec(loaded.model, args.layers)
@@ -112,33 +111,27 @@ def run(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as error:
         raise CLIError(one_line(error)) from None
-    outputs = _output_stems(args.images)
-    folder: Path | None = None
-    progress = tqdm(
-        total=len(args.images), unit="image", disable=None if len(args.images) > 1 else True
-    )
-    with progress:
+    stems = _output_stems(args.images)
+    caption = f"ShallowCAM ({args.method}, {args.fusion})\n{describe_truncation(truncation)}"
+    folder: Path | None = None  # created with the first output, after every check passed
+    many = len(args.images) > 1
+    with tqdm(total=len(args.images), unit="image", disable=None if many else True) as bar:
         for start in range(0, len(args.images), args.batch_size):
             paths = args.images[start : start + args.batch_size]
-            photos = [_read(path, read_image) for path in paths]
-            size = loaded.input_size
-            inputs = torch.stack([preprocess(photo, size) for photo in photos]).to(loaded.device)
+            photos = [_read(path) for path in paths]
+            inputs = torch.stack([preprocess(photo, loaded.input_size) for photo in photos])
+            inputs = inputs.to(loaded.device)
             with torch.no_grad():
                 probabilities = loaded.model(inputs).softmax(dim=1)
-            targets = (
-                probabilities.argmax(dim=1)
-                if target is None
-                else torch.full((len(paths),), target, device=loaded.device)
-            )
+            top = probabilities.argmax(dim=1).tolist()
+            targets: list[int] = top if target is None else [target] * len(paths)
             try:
-                fused, layer_maps = cam.attribute(
-                    inputs, target=targets.tolist(), return_layer_maps=True
-                )
+                fused, layer_maps = cam.attribute(inputs, target=targets, return_layer_maps=True)
             except ValueError as error:
                 raise CLIError(one_line(error)) from None
             folder = folder or make_folder(args.out)
             for i, (path, photo) in enumerate(zip(paths, photos, strict=True)):
-                index = int(targets[i])
+                index = targets[i]
                 probability = float(probabilities[i, index])
                 label = f"{loaded.classes[index]} ({index}), p = {probability:.2f}"
                 panels: list[tuple[str, Tensor | None]] = [(Path(path).name, None)]
@@ -146,31 +139,30 @@ def run(args: argparse.Namespace) -> int:
                     (f"{name} ({m.shape[-2]}×{m.shape[-1]})", m[i])
                     for name, m in zip(names, layer_maps, strict=True)
                 ]
-                fused_title = f"ShallowCAM ({args.method}, {args.fusion})"
-                panels.append((f"{fused_title}\n{describe_truncation(truncation)}", fused[i]))
-                figure = attribution_figure(
-                    photo, panels, title=f"{loaded.name} on {Path(path).name}: {label}"
+                panels.append((caption, fused[i]))
+                title = f"{loaded.name} on {Path(path).name}: {label}"
+                stem = folder / stems[start + i]
+                written = write_figure(
+                    attribution_figure(photo, panels, title=title),
+                    stem.with_name(stem.name + FIGURE_SUFFIX),
+                    DPI,
                 )
-                stem = outputs[start + i]
-                written = write_figure(figure, folder / f"{stem}{FIGURE_SUFFIX}", DPI)
                 if args.save_maps:
-                    archive = _maps_archive(
-                        fused[i], [m[i] for m in layer_maps], names, index, probability
-                    )
-                    write_arrays(folder / f"{stem}{MAPS_SUFFIX}", **archive)
-                progress.write(f"{path}: {label} -> {written}")
-                progress.update(1)
+                    maps = [m[i] for m in layer_maps]
+                    archive = _maps_archive(fused[i], maps, names, index, probability)
+                    write_arrays(stem.with_name(stem.name + MAPS_SUFFIX), **archive)
+                bar.write(f"{path}: {label} -> {written}")
+                bar.update(1)
     return 0
 
 
-def _read(path: str, read_image: Any) -> Tensor:
+def _read(path: str) -> Tensor:
     try:
-        image: Tensor = read_image(path)
+        return read_image(path)
     except (FileNotFoundError, ValueError) as error:
         raise CLIError(one_line(error)) from None
     except OSError as error:
         raise CLIError(f"cannot read image {path}: {error.strerror or error}") from None
-    return image
 
 
 def _output_stems(paths: Sequence[str]) -> list[str]:

@@ -16,10 +16,23 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+import captum_shallow
+from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation
+from captum_shallow.models import (
+    architectures,
+    available_models,
+    build_model,
+    class_index,
+    imagenet_classes,
+    layer_preset,
+    load_model,
+    resolve_layers,
+)
+from captum_shallow.models._errors import unknown_name
+
 from ._errors import CLIError
 
 if TYPE_CHECKING:
-    from captum_shallow import GradientTruncation
     from captum_shallow.attribution._cams import _TruncatedLayerCAM
 
 #: ``--method`` names and the CAM classes they select.
@@ -139,15 +152,6 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
         CLIError: For conflicting options, an unknown name, a missing or unfit
             weights file, or a missing optional package.
     """
-    from captum_shallow.models import (
-        architectures,
-        available_models,
-        build_model,
-        imagenet_classes,
-        load_model,
-    )
-    from captum_shallow.models._errors import unknown_name
-
     if args.arch is not None and args.model is not None:
         raise CLIError("give --model or --arch, not both")
     if args.arch is None and args.weights is not None:
@@ -201,8 +205,6 @@ def resolve_layer_spec(model: nn.Module, spec: str) -> tuple[list[str], list[nn.
         CLIError: For an unknown name (close names suggested) or a keyword on an
             architecture without a preset.
     """
-    from captum_shallow.models import layer_preset, resolve_layers
-
     spec = spec.strip()
     if spec in LAYER_KEYWORDS:
         try:
@@ -235,8 +237,6 @@ def cam_method(name: str) -> type[_TruncatedLayerCAM]:
     Returns:
         type: The class, e.g. :class:`captum_shallow.LayerCAM`.
     """
-    import captum_shallow
-
     if name not in METHODS:
         raise CLIError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     cls: type[_TruncatedLayerCAM] = getattr(captum_shallow, METHODS[name])
@@ -255,8 +255,6 @@ def parse_truncation(spec: str | None) -> GradientTruncation | None:
     Raises:
         CLIError: For an invalid spec.
     """
-    from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation
-
     if spec is None:
         return DEFAULT_TRUNCATION
     try:
@@ -278,8 +276,6 @@ def parse_target(spec: str, classes: Sequence[str]) -> int | None:
     Raises:
         CLIError: For an index out of range or an unknown name.
     """
-    from captum_shallow.models import class_index
-
     if spec.strip().lower() == "auto":
         return None
     try:
