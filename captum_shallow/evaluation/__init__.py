@@ -24,6 +24,7 @@ from ._localisation import (
 )
 from ._segmentation import (
     DEFAULT_THRESHOLDS,
+    IRN_THRESHOLD,
     SweepResult,
     ThresholdSweep,
     class_cams,
@@ -40,6 +41,7 @@ from ._synthetic import (
     SyntheticSplit,
     TrainConfig,
     TrainedClassifier,
+    default_cache_dir,
     load_or_train_classifier,
     make_synthetic_split,
     multilabel_metrics,
@@ -48,6 +50,7 @@ from ._voc import VOC_CLASSES, VOCWeakSegmentation
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "IRN_THRESHOLD",
     "SYNTHETIC_CLASSES",
     "VOC_CLASSES",
     "ConfidenceChange",
@@ -65,6 +68,7 @@ __all__ = [
     "boxes_to_masks",
     "class_cams",
     "confusion_matrix",
+    "default_cache_dir",
     "deletion_insertion",
     "dense_crf",
     "energy_pointing_game",

@@ -33,6 +33,7 @@ from ._common import check_images, check_positive_int, upsample
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "IRN_THRESHOLD",
     "SweepResult",
     "ThresholdSweep",
     "class_cams",
@@ -450,6 +451,7 @@ def evaluate_cams(
     crf: bool = False,
     crf_threshold: float = IRN_THRESHOLD,
     to_rgb: Callable[[Tensor], Tensor] = _default_rgb,
+    device: torch.device | str | None = None,
 ) -> SweepResult:
     r"""The whole IRN evaluation of a CAM method on a dataset.
 
@@ -472,6 +474,8 @@ def evaluate_cams(
         crf_threshold (float, optional): threshold of the CRF pass. Default: 0.15.
         to_rgb (Callable, optional): model input -> ``(N, 3, H, W)`` uint8 RGB
             for the CRF. Default: inputs in [0, 1] scaled by 255.
+        device (torch.device or str, optional): where to move each batch before
+            ``cam_fn`` (the model's device). Default: None (leave it).
 
     Returns:
         SweepResult: mIoU per threshold, best threshold, IRN's value and the
@@ -490,6 +494,8 @@ def evaluate_cams(
     sweep = ThresholdSweep(num_classes, thresholds, ignore_index)
     crf_confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for images, labels, masks in batches:
+        if device is not None:
+            images, labels, masks = images.to(device), labels.to(device), masks.to(device)
         cams = class_cams(cam_fn, images, labels, batch_size=batch_size)
         sweep.update(cams, labels, masks)
         if crf:

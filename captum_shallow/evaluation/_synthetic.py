@@ -44,6 +44,7 @@ __all__ = [
     "SyntheticSplit",
     "TrainConfig",
     "TrainedClassifier",
+    "default_cache_dir",
     "load_or_train_classifier",
     "make_synthetic_split",
     "multilabel_metrics",
@@ -67,8 +68,8 @@ class SyntheticConfig:
 
     Attributes:
         image_size (int): side of the square images. Default: 64.
-        num_train (int): training images. Default: 3000.
-        num_test (int): test images (also the WSSS evaluation set). Default: 600.
+        num_train (int): training images. Default: 2000.
+        num_test (int): test images (also the WSSS evaluation set). Default: 500.
         max_objects (int): at most this many objects (of distinct classes); at
             least one. Default: 3.
         min_object_size (int): smallest object box side in pixels. Default: 18.
@@ -77,8 +78,8 @@ class SyntheticConfig:
     """
 
     image_size: int = 64
-    num_train: int = 3000
-    num_test: int = 600
+    num_train: int = 2000
+    num_test: int = 500
     max_objects: int = 3
     min_object_size: int = 18
     max_object_size: int = 30
@@ -98,8 +99,8 @@ class TrainConfig:
     """How the classifier is trained.
 
     Attributes:
-        width (int): channels of the first stage (doubled per stage). Default: 24.
-        epochs (int): passes over the training set. Default: 30.
+        width (int): channels of the first stage (doubled per stage). Default: 16.
+        epochs (int): passes over the training set. Default: 20.
         batch_size (int): Default: 64.
         lr (float): peak learning rate of AdamW (one-cycle schedule). Default: 3e-3.
         weight_decay (float): Default: 5e-4.
@@ -108,8 +109,8 @@ class TrainConfig:
             reproducibility). Default: 2.
     """
 
-    width: int = 24
-    epochs: int = 30
+    width: int = 16
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -302,7 +303,7 @@ class SyntheticClassifier(nn.Module):
 
     Args:
         num_classes (int, optional): Default: 5.
-        width (int, optional): channels of stage 1. Default: 24.
+        width (int, optional): channels of stage 1. Default: 16.
 
     Examples::
 
@@ -316,7 +317,7 @@ class SyntheticClassifier(nn.Module):
     mean: Tensor
     std: Tensor
 
-    def __init__(self, num_classes: int = len(SYNTHETIC_CLASSES), width: int = 24) -> None:
+    def __init__(self, num_classes: int = len(SYNTHETIC_CLASSES), width: int = 16) -> None:
         super().__init__()
         channels = [width * 2**i for i in range(4)]
         self.stages = nn.ModuleList(
