@@ -53,8 +53,15 @@ def map_to_numpy(attribution: Tensor, size: tuple[int, int]) -> npt.NDArray[np.f
 
     Returns:
         numpy.ndarray: (H, W, 1) ``float32`` array, on the CPU.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_shallow.visualization import map_to_numpy
+        >>> map_to_numpy(torch.tensor([[0.0, 1.0]]), (1, 4))[0, :, 0].tolist()
+        [0.0, 0.25, 0.75, 1.0]
     """
-    if attribution.numel() == 0 or attribution.squeeze().ndim != 2:
+    if attribution.ndim < 2 or attribution.numel() == 0 or attribution.shape[:-2].numel() != 1:
         raise ValueError(f"expected one 2-D map, got shape {tuple(attribution.shape)}")
     grid = attribution.detach().float().reshape(1, 1, *attribution.shape[-2:])
     resized = LayerAttribution.interpolate(grid, size, interpolate_mode="bilinear")

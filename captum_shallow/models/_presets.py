@@ -33,6 +33,13 @@ class LayerPreset:
         strides (tuple[int, ...]): Input size over map size for each layer.
         channels (tuple[int, ...]): Channels of each layer's output.
         input_size (tuple[int, int]): The input (height, width) they were found at.
+
+    Examples::
+
+        >>> from captum_shallow.models import LayerPreset
+        >>> preset = LayerPreset("Net", ("a", "b", "c"), (2, 4, 8), (8, 16, 32), (64, 64))
+        >>> preset.shallow, preset.fusion, preset.last, preset.map_size("b")
+        ('b', ('b', 'c'), 'c', (16, 16))
     """
 
     architecture: str
@@ -195,6 +202,13 @@ def layer_choice_table(architectures: Sequence[str] = DOCUMENTED_ARCHITECTURES) 
     Returns:
         str: One row per architecture: the preset's layers with their map sizes
         at 224 px, the shallow layer, the fused layers and the last layer.
+
+    Examples::
+
+        >>> from captum_shallow.models import layer_choice_table
+        >>> row = layer_choice_table(["resnet18"]).splitlines()[-1]
+        >>> row.split(" | ")[:2]
+        ['| resnet18', '`layer1` (56), `layer2` (28), `layer3` (14), `layer4` (7)']
     """
     from ._loading import _construct
 
