@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,12 +14,13 @@ from captum_shallow.evaluation import (
     SyntheticClassifier,
     SyntheticConfig,
     TrainConfig,
+    TrainedClassifier,
     evaluate_cams,
     load_or_train_classifier,
     make_synthetic_split,
     multilabel_metrics,
 )
-from captum_shallow.evaluation._synthetic import _shape_mask
+from captum_shallow.evaluation._synthetic import _cache_key, _shape_mask
 
 TINY = SyntheticConfig(
     image_size=32, num_train=96, num_test=32, min_object_size=8, max_object_size=14, seed=3
@@ -108,42 +108,52 @@ def _state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_training_is_deterministic_cached_and_leaves_global_state(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedClassifier:
+    """The tiny classifier, trained once for this module (its global-state checks inside)."""
     threads = torch.get_num_threads()
     rng_state = torch.get_rng_state()
-    first = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=tmp_path)
+    result = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=tmp_path_factory.mktemp("c"))
     assert torch.get_num_threads() == threads
     assert torch.equal(torch.get_rng_state(), rng_state)
     assert not torch.are_deterministic_algorithms_enabled()
-    assert not first.cached
-    assert first.path.exists()
-    assert first.path.parent == tmp_path / "synthetic"
-    assert set(first.metrics) == {"mAP", "label_accuracy", "exact_match", "train_seconds"}
-    assert 0.0 <= first.metrics["mAP"] <= 1.0
+    return result
 
-    again = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=tmp_path)
+
+def test_training_is_deterministic_and_cached(trained: TrainedClassifier) -> None:
+    assert not trained.cached
+    assert trained.path.exists()
+    assert trained.path.parent.name == "synthetic"
+    assert set(trained.metrics) == {"mAP", "label_accuracy", "exact_match", "train_seconds"}
+    assert 0.0 <= trained.metrics["mAP"] <= 1.0
+    cache_dir = trained.path.parent.parent
+
+    rng_state = torch.get_rng_state()
+    again = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=cache_dir)
+    assert torch.equal(torch.get_rng_state(), rng_state)
     assert again.cached
-    assert again.metrics == first.metrics
-    for key, value in _state(first.model).items():
+    assert again.metrics == trained.metrics
+    for key, value in _state(trained.model).items():
         assert torch.equal(value, again.model.state_dict()[key])
 
-    retrained = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=tmp_path, retrain=True)
+    retrained = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=cache_dir, retrain=True)
     assert not retrained.cached
-    for key, value in _state(first.model).items():
+    for key, value in _state(trained.model).items():
         assert torch.equal(value, retrained.model.state_dict()[key]), key
 
-    other = load_or_train_classifier(
-        TINY, TrainConfig(width=4, epochs=1, batch_size=32), cache_dir=tmp_path
-    )
-    assert other.path != first.path
+
+def test_cache_key_follows_every_setting() -> None:
+    base = _cache_key(TINY, TINY_TRAIN)
+    assert base == _cache_key(SyntheticConfig(**TINY.__dict__), TrainConfig(**TINY_TRAIN.__dict__))
+    assert base != _cache_key(TINY, TrainConfig(**{**TINY_TRAIN.__dict__, "epochs": 3}))
+    assert base != _cache_key(SyntheticConfig(**{**TINY.__dict__, "seed": 9}), TINY_TRAIN)
 
 
-def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+def test_tiny_benchmark_runs_end_to_end(trained: TrainedClassifier) -> None:
     from captum.attr import LayerGradCam
 
-    trained = load_or_train_classifier(TINY, TINY_TRAIN, cache_dir=tmp_path)
     model = trained.model
-    test = make_synthetic_split(TINY, "test")
+    batch = next(make_synthetic_split(TINY, "test").batches(16))
     stages = model.named_stages()
     for layer in (stages["stage1"], stages["stage4"]):
         gradcam = LayerGradCam(model, layer)
@@ -151,9 +161,8 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path: Path) -> None:
         def cam_fn(x: Tensor, t: Tensor, gradcam: LayerGradCam = gradcam) -> Tensor:
             return gradcam.attribute(x, target=t, relu_attributions=True)
 
-        batch = next(test.batches(16))
         result = evaluate_cams(cam_fn, [batch], len(SYNTHETIC_CLASSES) + 1)
         assert result.miou.shape == (61,)
         assert 0.0 <= result.miou.min() <= result.best_miou <= 1.0
-        # At threshold 0 every pixel of a labelled image with a positive map is foreground.
+        # A higher background threshold can only turn foreground into background.
         assert result.iou[0, 0] <= result.iou[-1, 0]
