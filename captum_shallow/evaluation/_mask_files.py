@@ -1,0 +1,321 @@
+"""Datasets of pseudo-mask jobs and VOC-format label PNGs.
+
+A job is an image, its name (the output path without suffix) and its
+image-level labels. Two sources:
+
+- ``voc``: ``<root>/VOCdevkit/VOC2012`` (or ``<root>`` itself when it holds
+  ``JPEGImages/``), the ids of ``ImageSets/Segmentation/<split>.txt``, images
+  ``JPEGImages/<id>.jpg``; labels from a labels file when given, else read off
+  ``SegmentationClass/<id>.png`` (the classes present, 0 and 255 excluded).
+  The classes are VOC's 20.
+- ``folder``: images under ``<root>`` listed by a labels file.
+
+The labels file is CSV with a header ``image,classes``: ``image`` is a path
+relative to the root (for VOC, an image id), ``classes`` the image's class
+names separated by spaces (empty: background only). A folder's class names are
+one per line in a classes file (``<root>/classes.txt`` by default), in the
+classifier's output order: class ``c`` is mask label ``c + 1``.
+
+Masks are PNGs in VOC's format: one byte per pixel (label 0 the background,
+255 "void") with VOC's colour map as palette.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import numpy.typing as npt
+
+from ._voc import VOC_CLASSES
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MaskJob",
+    "folder_jobs",
+    "read_class_names",
+    "read_label_png",
+    "read_labels_file",
+    "voc_jobs",
+    "voc_palette",
+    "write_label_png",
+]
+
+#: File suffixes a folder dataset's images may have.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class MaskJob:
+    """One image to make a pseudo-mask for.
+
+    Args:
+        name (str): Output name relative to the output folder, without suffix
+            (``"2007_000032"``, ``"street/0001"``).
+        image (str): Path of the image file.
+        labels (tuple[int, ...], optional): Present classes, 0-based classifier
+            indices; ``None`` when they are read off ``mask`` at load time.
+        mask (str, optional): Ground-truth mask to read the labels from.
+    """
+
+    name: str
+    image: str
+    labels: tuple[int, ...] | None
+    mask: str | None = None
+
+
+def voc_palette() -> list[int]:
+    """VOC's colour map: label ``l`` gets the colour of its bits, interleaved.
+
+    Returns:
+        list[int]: 768 values, ``[r0, g0, b0, r1, ...]``, for ``Image.putpalette``.
+
+    Examples::
+
+        >>> voc_palette()[3:9]
+        [128, 0, 0, 0, 128, 0]
+    """
+    palette = []
+    for label in range(256):
+        rgb = [0, 0, 0]
+        value = label
+        for shift in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << shift
+            value >>= 3
+        palette += rgb
+    return palette
+
+
+def write_label_png(stream: IO[bytes], mask: npt.NDArray[np.uint8]) -> None:
+    """Write a label map as a palette PNG in VOC's format.
+
+    Args:
+        stream (IO[bytes]): Binary stream to write to.
+        mask (ndarray): ``(H, W)`` uint8 labels.
+    """
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
+    image.putpalette(voc_palette())
+    image.save(stream, format="PNG")
+
+
+def read_label_png(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
+    """Read a label PNG: a palette (``P``) or greyscale (``L``) image.
+
+    A palette image must use VOC's colours for the labels it holds, so that a
+    colour means the same class in every file.
+
+    Args:
+        path (str or os.PathLike): The PNG.
+
+    Returns:
+        ndarray: ``(H, W)`` uint8 labels.
+
+    Raises:
+        ValueError: For an unreadable file, a colour (RGB) image or another
+            palette; the message names the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            palette = image.getpalette() if mode == "P" else None
+            labels = np.array(image, dtype=np.uint8) if mode in ("P", "L") else None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise ValueError(f"cannot read label image {path}: {error}") from None
+    if labels is None:
+        raise ValueError(
+            f"{path} is a {mode} image; expected a label PNG (palette 'P' or greyscale 'L', "
+            "one label per pixel) in VOC's format"
+        )
+    if palette is not None:
+        used = np.unique(labels)
+        expected = np.array(voc_palette(), dtype=np.int64).reshape(-1, 3)
+        have = np.zeros((256, 3), dtype=np.int64)
+        given = np.array(palette, dtype=np.int64).reshape(-1, 3)[:256]
+        have[: len(given)] = given
+        wrong = [int(label) for label in used if (have[label] != expected[label]).any()]
+        if wrong:
+            raise ValueError(
+                f"palette mismatch in {path}: label {wrong[0]} is coloured "
+                f"{tuple(have[wrong[0]].tolist())}, VOC's palette has "
+                f"{tuple(expected[wrong[0]].tolist())}"
+            )
+    return labels
+
+
+def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Class names, one per line (blank lines and ``#`` comments skipped).
+
+    Args:
+        path (str or os.PathLike): The classes file.
+
+    Returns:
+        tuple[str, ...]: The names in classifier output order.
+
+    Raises:
+        ValueError: For an unreadable or empty file, or a repeated name.
+    """
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read classes file {path}: {_reason(error)}") from None
+    names = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    if not names:
+        raise ValueError(f"classes file {path} names no class")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"classes file {path} repeats {repeated[0]!r}")
+    return names
+
+
+def read_labels_file(
+    path: str | os.PathLike[str], classes: Sequence[str]
+) -> dict[str, tuple[int, ...]]:
+    """Image-level labels from a CSV file with a header ``image,classes``.
+
+    Args:
+        path (str or os.PathLike): The labels file.
+        classes (Sequence[str]): The class names in output order.
+
+    Returns:
+        dict[str, tuple[int, ...]]: Per image (as written), the sorted class indices.
+
+    Raises:
+        ValueError: For an unreadable file, a wrong header, an unknown class name
+            or a repeated image, with the line number.
+    """
+    index = {name: i for i, name in enumerate(classes)}
+    labels: dict[str, tuple[int, ...]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = list(csv.reader(stream))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"cannot read labels file {path}: {_reason(error)}") from None
+    if not rows or [cell.strip() for cell in rows[0]] != ["image", "classes"]:
+        raise ValueError(f"labels file {path} must start with the header line 'image,classes'")
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise ValueError(f"{path}, line {line}: expected 'image,class class ...'")
+        image, names = row[0].strip(), row[1].split()
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise ValueError(
+                f"{path}, line {line}: unknown class {unknown[0]!r} "
+                f"(the classes are {', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})"
+            )
+        if image in labels:
+            raise ValueError(f"{path}, line {line}: image {image!r} is listed twice")
+        labels[image] = tuple(sorted({index[name] for name in names}))
+    return labels
+
+
+def voc_jobs(
+    root: str | os.PathLike[str], split: str, labels_file: str | None = None
+) -> tuple[list[MaskJob], tuple[str, ...]]:
+    """The jobs of a VOC 2012 split, sorted by image id.
+
+    Args:
+        root (str or os.PathLike): Folder holding ``VOCdevkit/``, or ``VOC2012``.
+        split (str): Name of ``ImageSets/Segmentation/<split>.txt``.
+        labels_file (str, optional): Labels CSV; ``None`` reads the labels off
+            ``SegmentationClass``.
+
+    Returns:
+        tuple[list[MaskJob], tuple[str, ...]]: The jobs and VOC's 20 class names.
+
+    Raises:
+        FileNotFoundError: When the folders, the split or a labels entry are missing.
+        ValueError: For an unreadable split or labels file.
+    """
+    voc = Path(root)
+    if not (voc / "JPEGImages").is_dir():
+        voc = voc / "VOCdevkit" / "VOC2012"
+    split_file = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+    for needed in (voc / "JPEGImages", split_file):
+        if not needed.exists():
+            raise FileNotFoundError(
+                f"PASCAL VOC not found: missing {needed} (expected <root>/VOCdevkit/VOC2012/ "
+                "with JPEGImages/ and ImageSets/Segmentation/<split>.txt)"
+            )
+    try:
+        ids = sorted({line.strip() for line in split_file.read_text().splitlines() if line.strip()})
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read split file {split_file}: {_reason(error)}") from None
+    classes = VOC_CLASSES[1:]
+    given = None if labels_file is None else read_labels_file(labels_file, classes)
+    jobs = []
+    for image_id in ids:
+        image = str(voc / "JPEGImages" / f"{image_id}.jpg")
+        if given is not None:
+            if image_id not in given:
+                raise FileNotFoundError(f"labels file {labels_file} has no line for {image_id}")
+            jobs.append(MaskJob(image_id, image, given[image_id]))
+        else:
+            mask = voc / "SegmentationClass" / f"{image_id}.png"
+            jobs.append(MaskJob(image_id, image, None, str(mask)))
+    return jobs, classes
+
+
+def folder_jobs(
+    root: str | os.PathLike[str], labels_file: str | None = None, classes_file: str | None = None
+) -> tuple[list[MaskJob], tuple[str, ...]]:
+    """The jobs of a folder dataset, sorted by name.
+
+    Args:
+        root (str or os.PathLike): The images' folder.
+        labels_file (str, optional): Labels CSV. Default: ``<root>/labels.csv``.
+        classes_file (str, optional): Class names. Default: ``<root>/classes.txt``.
+
+    Returns:
+        tuple[list[MaskJob], tuple[str, ...]]: The jobs and the class names.
+
+    Raises:
+        FileNotFoundError: For a missing root, classes or labels file.
+        ValueError: For unreadable files, unknown classes, or two images with the
+            same name once their suffix is dropped.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder {folder} does not exist")
+    classes_path = Path(classes_file) if classes_file else folder / "classes.txt"
+    labels_path = Path(labels_file) if labels_file else folder / "labels.csv"
+    for needed, what in ((classes_path, "classes"), (labels_path, "labels")):
+        if not needed.is_file():
+            raise FileNotFoundError(f"{what} file {needed} does not exist")
+    classes = read_class_names(classes_path)
+    labels = read_labels_file(labels_path, classes)
+    jobs: dict[str, MaskJob] = {}
+    for image, present in labels.items():
+        relative = Path(image)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise ValueError(f"labels file {labels_path}: {image!r} is not a path inside {folder}")
+        if relative.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(
+                f"labels file {labels_path}: {image!r} does not end in an image suffix "
+                f"({' '.join(IMAGE_SUFFIXES)})"
+            )
+        name = relative.with_suffix("").as_posix()
+        if name in jobs:
+            raise ValueError(
+                f"labels file {labels_path}: {jobs[name].image} and {image} "
+                f"would both write {name}.png"
+            )
+        jobs[name] = MaskJob(name, str(folder / relative), present)
+    return [jobs[name] for name in sorted(jobs)], classes
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,333 @@
+r"""Pseudo-masks for a whole dataset: sharded, streamed, resumable, deterministic.
+
+The jobs (sorted by name) are split between the ``W`` processes of a run:
+rank :math:`r` takes jobs :math:`r, r + W, r + 2W, \dots`, so the shards are
+disjoint and cover every job. Before any work each rank drops the jobs whose
+outputs already exist (resuming), then streams the rest through a
+:class:`~torch.utils.data.DataLoader` (decoding in worker processes).
+
+Per batch of images: the CAM of every present class (:func:`class_cams`, one
+pass per ``slots`` (image, class) pairs), upsampled bilinearly to the image's
+own size and normalised as IRN does, then :func:`pseudo_masks` at the
+background threshold, optionally refined by :func:`dense_crf`.
+
+Determinism: CPU (and GPU) kernels may sum in another order when the batch
+*size* changes, so a map could differ in its last bits with its batch
+neighbours. Every CAM pass therefore has exactly ``slots`` pairs (the last
+one padded with zero images), and nothing in a pass mixes samples (the
+truncation threshold, the layer weights and the normalisation are per
+sample). An image's mask then depends only on the image, its labels, the
+model, the options and ``slots``: not on which batch, rank or number of
+ranks it lands in, nor on where a resumed run restarts. Different ``slots``,
+devices, or torch builds may change the last bits of a map (and rarely a
+pixel of a mask), so the run's manifest records them and a resume with other
+options is refused.
+
+Files per job ``name`` in the output folder: ``<name>.png`` (the mask, written
+last: it marks the job done) and, when asked, ``cams/<name>.npz`` (float16
+maps of the present classes, ``cams`` ``(k, H, W)``, and their 0-based
+``classes``). Every file is written under a temporary name and renamed, so a
+killed run leaves whole files only and loses just the jobs in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ._mask_files import MaskJob, write_label_png
+from ._segmentation import IRN_THRESHOLD, class_cams, dense_crf, pseudo_masks
+
+__all__ = [
+    "CRASH_AFTER_ENV",
+    "MaskRun",
+    "RunCounts",
+    "fixed_shape_cam",
+    "is_done",
+    "mask_path",
+    "run_masks",
+    "shard",
+]
+
+#: Test hook: a process exits abruptly (``os._exit``) after writing this many
+#: masks, as a killed process would.
+CRASH_AFTER_ENV = "_CAPTUM_SHALLOW_CRASH_AFTER"
+
+CamFn = Callable[[Tensor, Tensor], Tensor]
+Writer = Callable[[str | os.PathLike[str]], contextlib.AbstractContextManager[IO[bytes]]]
+
+
+def shard(jobs: Sequence[MaskJob], rank: int, world_size: int) -> list[MaskJob]:
+    """Rank ``rank``'s share of the jobs: items ``rank, rank + W, ...``.
+
+    Args:
+        jobs (Sequence[MaskJob]): All jobs, in the same order on every rank.
+        rank (int): This process's rank, ``0 <= rank < world_size``.
+        world_size (int): Number of processes ``W``.
+
+    Returns:
+        list[MaskJob]: The shard.
+
+    Examples::
+
+        >>> [job.name for job in shard([MaskJob(str(i), "", ()) for i in range(5)], 1, 2)]
+        ['1', '3']
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+    return list(jobs[rank::world_size])
+
+
+def mask_path(out: Path, job: MaskJob) -> Path:
+    """The mask file of a job: ``<out>/<name>.png``."""
+    return out / f"{job.name}.png"
+
+
+def cams_path(out: Path, job: MaskJob) -> Path:
+    """The maps file of a job: ``<out>/cams/<name>.npz``."""
+    return out / "cams" / f"{job.name}.npz"
+
+
+def is_done(out: Path, job: MaskJob, save_cams: bool) -> bool:
+    """Whether a job's outputs exist (its mask is written last)."""
+    return mask_path(out, job).is_file() and (not save_cams or cams_path(out, job).is_file())
+
+
+def fixed_shape_cam(cam_fn: CamFn, slots: int) -> CamFn:
+    """Wrap a CAM function so that every call computes exactly ``slots`` maps.
+
+    Fewer pairs are padded with zero images (target 0) and the padding's maps
+    dropped, so the kernels always see one shape and a map never depends on how
+    many neighbours it had.
+
+    Args:
+        cam_fn (Callable): ``cam_fn(images (B, C, H, W), target (B,)) -> (B, 1, h, w)``.
+        slots (int): Pairs per call; calls with more raise ``ValueError``.
+
+    Returns:
+        Callable: The wrapped function.
+    """
+
+    def padded(images: Tensor, target: Tensor) -> Tensor:
+        count = images.shape[0]
+        if count > slots:
+            raise ValueError(f"{count} pairs do not fit {slots} slots")
+        if count < slots:
+            images = torch.cat([images, images.new_zeros(slots - count, *images.shape[1:])])
+            target = torch.cat([target, target.new_zeros(slots - count)])
+        return cam_fn(images, target)[:count]
+
+    return padded
+
+
+@dataclass(frozen=True)
+class MaskRun:
+    """What a pseudo-mask run computes and where it writes.
+
+    Args:
+        cam_fn (Callable): ``cam_fn(images, target) -> (B, 1, h, w)`` on the device.
+        num_classes (int): Classifier classes ``K`` (labels ``1..K`` in the masks).
+        input_size (int): Side of the square model input.
+        out (Path): Output folder.
+        device (torch.device): The model's device.
+        threshold (float, optional): Background score. Default: 0.15 (IRN).
+        crf (bool, optional): Refine with :func:`dense_crf`. Default: False.
+        save_cams (bool, optional): Also write ``cams/<name>.npz``. Default: False.
+        batch_size (int, optional): Images per loaded batch and (image, class)
+            pairs per CAM pass (every pass is padded to it). Default: 8.
+        workers (int, optional): DataLoader worker processes. Default: 2.
+        writer (Callable, optional): ``writer(path)`` opens a binary stream that
+            appears under ``path`` only when closed without error.
+            Default: :func:`_replace_on_close`.
+        mean, std (tuple[float, float, float]): Input normalisation (ImageNet's).
+    """
+
+    cam_fn: CamFn
+    num_classes: int
+    input_size: int
+    out: Path
+    device: torch.device
+    threshold: float = IRN_THRESHOLD
+    crf: bool = False
+    save_cams: bool = False
+    batch_size: int = 8
+    workers: int = 2
+    writer: Writer | None = None
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class RunCounts:
+    """What one rank did: jobs in its shard, skipped as done, written, failed.
+
+    ``failures`` holds ``(image path, reason)`` per failed job.
+    """
+
+    shard: int = 0
+    skipped: int = 0
+    written: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _JobDataset(Dataset[dict[str, Any]]):
+    """Reads one job: the model input, the image's size, labels, RGB for the CRF."""
+
+    def __init__(self, jobs: Sequence[MaskJob], run: MaskRun) -> None:
+        self.jobs = list(jobs)
+        self.num_classes = run.num_classes
+        self.input_size = run.input_size
+        self.crf = run.crf
+        self.mean, self.std = run.mean, run.std
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from captum_shallow.models import preprocess, read_image
+
+        job = self.jobs[index]
+        item: dict[str, Any] = {"index": index, "error": None}
+        try:
+            image = read_image(job.image)
+            labels = job.labels if job.labels is not None else _labels_from_mask(job)
+            bad = [c for c in labels if not 0 <= c < self.num_classes]
+            if bad:
+                raise ValueError(f"class {bad[0]} is outside the model's {self.num_classes}")
+        except (OSError, ValueError) as error:
+            item["error"] = " ".join(str(error).split()) or type(error).__name__
+            return item
+        multi_hot = torch.zeros(self.num_classes)
+        multi_hot[list(labels)] = 1.0
+        item["input"] = preprocess(image, self.input_size, self.mean, self.std)
+        item["labels"] = multi_hot
+        item["size"] = tuple(image.shape[1:])
+        item["rgb"] = image if self.crf else None
+        return item
+
+
+def _labels_from_mask(job: MaskJob) -> tuple[int, ...]:
+    from ._mask_files import read_label_png
+
+    if job.mask is None or not os.path.isfile(job.mask):
+        raise ValueError(f"no labels: missing mask {job.mask} (give a labels file)")
+    present = np.unique(read_label_png(job.mask))
+    return tuple(int(label) - 1 for label in present if 0 < label < 255)
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def run_masks(
+    run: MaskRun,
+    jobs: Sequence[MaskJob],
+    progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> RunCounts:
+    """Make the masks of this rank's jobs that are not done yet.
+
+    Args:
+        run (MaskRun): What to compute and where.
+        jobs (Sequence[MaskJob]): This rank's shard (see :func:`shard`).
+        progress (Callable, optional): Called with the number of jobs finished
+            (written or failed) after each batch.
+        log (Callable, optional): Called with one line per failed job.
+
+    Returns:
+        RunCounts: The counts and the failures (path and reason).
+    """
+    start = time.perf_counter()
+    counts = RunCounts(shard=len(jobs))
+    pending = [job for job in jobs if not is_done(run.out, job, run.save_cams)]
+    counts.skipped = len(jobs) - len(pending)
+    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
+    cam_fn = fixed_shape_cam(run.cam_fn, run.batch_size)
+    loader = DataLoader(
+        _JobDataset(pending, run),
+        batch_size=run.batch_size,
+        num_workers=run.workers,
+        collate_fn=_collate,
+        pin_memory=run.device.type == "cuda",
+    )
+    for batch in loader:
+        ready = [item for item in batch if item["error"] is None]
+        for item in batch:
+            if item["error"] is not None:
+                job = pending[item["index"]]
+                counts.failures.append((job.image, item["error"]))
+                if log is not None:
+                    log(f"skipped {job.image}: {item['error']}")
+        if ready:
+            inputs = torch.stack([item["input"] for item in ready]).to(run.device)
+            labels = torch.stack([item["labels"] for item in ready]).to(run.device)
+            cams = class_cams(cam_fn, inputs, labels, batch_size=run.batch_size)
+            for i, item in enumerate(ready):
+                _write_job(run, pending[item["index"]], cams[i], labels[i], item)
+                counts.written += 1
+                if crash_after and counts.written >= crash_after:
+                    os._exit(3)  # as if killed: no cleanup, no summary
+        if progress is not None:
+            progress(len(batch))
+    counts.seconds = time.perf_counter() - start
+    return counts
+
+
+def _write_job(
+    run: MaskRun, job: MaskJob, cams: Tensor, labels: Tensor, item: dict[str, Any]
+) -> None:
+    present = labels.nonzero().flatten()
+    height, width = item["size"]
+    maps = F.interpolate(
+        cams[present][None].float(), (height, width), mode="bilinear", align_corners=False
+    )[0].clamp(min=0)
+    maps = maps / (maps.amax(dim=(1, 2), keepdim=True) + 1e-5)
+    full = maps.new_zeros(1, run.num_classes, height, width)
+    full[0, present] = maps
+    mask = pseudo_masks(full, labels[None], run.threshold)[0].cpu()
+    if run.crf:
+        mask = dense_crf(item["rgb"], mask)
+    writer = run.writer or _replace_on_close
+    if run.save_cams:
+        path = cams_path(run.out, job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            cams=maps.cpu().numpy().astype(np.float16),
+            classes=present.cpu().numpy().astype(np.int64),
+        )
+        with writer(path) as stream:
+            stream.write(buffer.getvalue())
+    path = mask_path(run.out, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with writer(path) as stream:
+        write_label_png(stream, mask.numpy().astype(np.uint8))
+
+
+@contextlib.contextmanager
+def _replace_on_close(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Write ``.<name>.<pid>.tmp`` next to ``path``, then rename it to ``path``."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as stream:
+            yield stream
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
