@@ -18,7 +18,7 @@ from types import ModuleType
 
 from captum_shallow import __version__
 
-from . import _demo, _explain
+from . import _demo, _evaluate_masks, _explain, _pseudo_masks
 from ._errors import CLIError
 from ._files import atomic_write, make_folder, write_arrays, write_figure
 
@@ -36,7 +36,7 @@ __all__ = [
 PROG = "captum-shallow"
 
 #: The subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[ModuleType, ...] = (_demo, _explain)
+SUBCOMMANDS: tuple[ModuleType, ...] = (_demo, _explain, _pseudo_masks, _evaluate_masks)
 
 
 def build_parser() -> argparse.ArgumentParser:

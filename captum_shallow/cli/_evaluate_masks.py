@@ -1,0 +1,139 @@
+"""``captum-shallow evaluate-masks``: per-class IoU and mIoU of label PNGs.
+
+Every ``<name>.png`` under ``--pred`` (hidden files skipped) is compared with
+``<name>.png`` under ``--gt``; ground-truth label 255 is ignored. One confusion
+matrix over all images gives :math:`IoU_c = C_{cc} / (\\sum_j C_{cj} +
+\\sum_i C_{ic} - C_{cc})` and mIoU = their mean over the classes that occur
+(in the ground truth or the prediction), as the evaluation module computes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from captum_shallow.evaluation import VOC_CLASSES, confusion_matrix, iou_from_confusion
+from captum_shallow.evaluation._mask_files import read_class_names, read_label_png
+
+from ._errors import CLIError
+from ._files import atomic_write
+from ._options import one_line
+
+NAME = "evaluate-masks"
+IGNORE_INDEX = 255
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``evaluate-masks`` on the ``captum-shallow`` subparsers.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers`` returned.
+
+    Returns:
+        argparse.ArgumentParser: The subcommand's parser.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        NAME,
+        help="per-class IoU and mIoU of predicted label PNGs against ground truth",
+        description=(
+            "Compare every PNG under --pred with the PNG of the same name under --gt "
+            "(VOC format: one label per pixel, 0 the background, 255 ignored) and print "
+            "the per-class IoU and the mIoU."
+        ),
+    )
+    parser.add_argument("--pred", required=True, metavar="DIR", help="predicted masks")
+    parser.add_argument("--gt", required=True, metavar="DIR", help="ground-truth masks")
+    parser.add_argument(
+        "--classes",
+        metavar="TXT",
+        help="object class names, one per line (label c + 1 is line c + 1); "
+        "default: VOC's 20 (the background is added)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the table as JSON")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the table.
+
+    Args:
+        args (argparse.Namespace): The parsed options.
+
+    Returns:
+        int: 0.
+    """
+    names = _class_names(args.classes)
+    pred_dir, gt_dir = Path(args.pred), Path(args.gt)
+    for folder, option in ((pred_dir, "--pred"), (gt_dir, "--gt")):
+        if not folder.is_dir():
+            raise CLIError(f"{option} {folder} is not a folder")
+    files = sorted(
+        path.relative_to(pred_dir)
+        for path in pred_dir.rglob("*.png")
+        if not any(part.startswith(".") for part in path.relative_to(pred_dir).parts)
+    )
+    if not files:
+        raise CLIError(f"--pred {pred_dir} holds no .png masks")
+    missing = [str(name) for name in files if not (gt_dir / name).is_file()]
+    if missing:
+        raise CLIError(
+            f"{len(missing)} of {len(files)} masks have no ground truth in {gt_dir}, "
+            f"e.g. {missing[0]}"
+        )
+    confusion = torch.zeros(len(names), len(names), dtype=torch.long)
+    for name in files:
+        pred, gt = _read(pred_dir / name), _read(gt_dir / name)
+        if pred.shape != gt.shape:
+            raise CLIError(
+                f"size mismatch for {name}: prediction {pred.shape[1]}x{pred.shape[0]}, "
+                f"ground truth {gt.shape[1]}x{gt.shape[0]} (width x height)"
+            )
+        try:
+            confusion += confusion_matrix(pred, gt, len(names), IGNORE_INDEX)
+        except ValueError as error:
+            raise CLIError(f"{name}: {one_line(error)}") from None
+    iou, miou = iou_from_confusion(confusion)
+    table = {
+        "images": len(files),
+        "classes": {
+            label: (None if math.isnan(value) else value)
+            for label, value in zip(names, iou.tolist(), strict=True)
+        },
+        "miou": float(miou),
+        "confusion": confusion.tolist(),
+    }
+    print(_format_table(table))
+    if args.json:
+        with atomic_write(args.json) as stream:
+            stream.write((json.dumps(table, indent=2) + "\n").encode())
+    return 0
+
+
+def _class_names(path: str | None) -> tuple[str, ...]:
+    if path is None:
+        return VOC_CLASSES
+    try:
+        return ("background", *read_class_names(path))
+    except ValueError as error:
+        raise CLIError(one_line(error)) from None
+
+
+def _read(path: Path) -> torch.Tensor:
+    try:
+        return torch.from_numpy(read_label_png(path)).long()
+    except ValueError as error:
+        raise CLIError(one_line(error)) from None
+
+
+def _format_table(table: dict[str, Any]) -> str:
+    width = max(len(name) for name in table["classes"])
+    rows = [f"{'class':<{width}}  IoU (%)"]
+    for name, value in table["classes"].items():
+        rows.append(f"{name:<{width}}  {'-' if value is None else f'{100 * value:6.2f}':>7}")
+    rows.append(f"{'mIoU':<{width}}  {100 * table['miou']:7.2f}  ({table['images']} images)")
+    return "\n".join(rows)

@@ -1,0 +1,413 @@
+"""``captum-shallow pseudo-masks``: IRN pseudo-masks for a whole dataset.
+
+One process, or many under ``torchrun`` (``torch.distributed``: gloo on the
+CPU, nccl on GPUs), each rank taking a disjoint shard. The run is resumable
+(finished images are skipped), every file is written atomically, unreadable
+images are reported and skipped, and the outputs do not depend on the number
+of processes (see :mod:`captum_shallow.evaluation._mask_pipeline`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from captum_shallow import ShallowCAM, __version__
+from captum_shallow.evaluation._mask_files import MaskJob, folder_jobs, voc_jobs
+from captum_shallow.evaluation._mask_pipeline import MaskRun, RunCounts, run_masks, shard
+from captum_shallow.evaluation._segmentation import IRN_THRESHOLD
+
+from ._errors import CLIError
+from ._files import atomic_write, make_folder
+from ._options import (
+    add_cam_options,
+    add_model_options,
+    cam_method,
+    load_model_from_args,
+    one_line,
+    parse_truncation,
+    positive_int,
+    resolve_layer_spec,
+)
+
+NAME = "pseudo-masks"
+MANIFEST = "manifest.json"
+FAILURES = "failures.txt"
+#: Exit status when some images could not be read (the others are written).
+EXIT_FAILED_IMAGES = 1
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``pseudo-masks`` on the ``captum-shallow`` subparsers.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers`` returned.
+
+    Returns:
+        argparse.ArgumentParser: The subcommand's parser.
+    """
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        NAME,
+        help="pseudo-masks of a dataset (VOC or a folder), resumable, on one or many processes",
+        description=(
+            "Write one VOC-format palette PNG pseudo-mask per image (IRN's protocol: the "
+            "CAM of each present class, normalised, against a constant background score) "
+            "and manifest.json. Rerun the same command to resume. Many processes: "
+            "torchrun --nproc_per_node=N -m captum_shallow pseudo-masks ..."
+        ),
+    )
+    data = parser.add_argument_group("dataset")
+    data.add_argument("--dataset", choices=["voc", "folder"], required=True)
+    data.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="voc: the folder holding VOCdevkit/ (or VOC2012/ itself); folder: the images",
+    )
+    data.add_argument(
+        "--split",
+        default="train",
+        metavar="NAME",
+        help="voc: ImageSets/Segmentation/NAME.txt (default: train)",
+    )
+    data.add_argument(
+        "--labels",
+        metavar="CSV",
+        help="image-level labels, CSV with header 'image,classes' (classes separated by "
+        "spaces); folder default: ROOT/labels.csv; voc default: read off SegmentationClass",
+    )
+    data.add_argument(
+        "--classes",
+        metavar="TXT",
+        help="folder: class names, one per line in the model's output order "
+        "(default: ROOT/classes.txt); voc: VOC's 20",
+    )
+    add_model_options(parser)
+    add_cam_options(parser)
+    masks = parser.add_argument_group("masks")
+    masks.add_argument(
+        "--threshold",
+        type=_unit_float,
+        default=IRN_THRESHOLD,
+        metavar="T",
+        help=f"background score in [0, 1] (default: {IRN_THRESHOLD}, IRN's)",
+    )
+    masks.add_argument("--crf", action="store_true", help="refine with a dense CRF (pydensecrf)")
+    masks.add_argument(
+        "--save-cams",
+        action="store_true",
+        help="also write cams/<name>.npz: float16 maps of the present classes",
+    )
+    masks.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=8,
+        metavar="N",
+        help="images per batch and (image, class) pairs per CAM pass; outputs are "
+        "reproducible for a given N (default: 8)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="image-decoding processes per rank (default: 2; 0: in the main process)",
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Make the pseudo-masks of this rank's shard and report.
+
+    Args:
+        args (argparse.Namespace): The parsed options.
+
+    Returns:
+        int: 0 when every image was written (or already done), 1 when some
+        images could not be read (listed in ``failures.txt``).
+    """
+    method = cam_method(args.method)
+    truncation = parse_truncation(args.truncation)
+    jobs, classes = _list_jobs(args)
+    if args.crf:
+        _require_crf()
+    with _process_group(args.device) as (rank, world_size, device):
+        args.device = str(device)
+        loaded = load_model_from_args(args)
+        if len(loaded.classes) != len(classes):
+            raise CLIError(
+                f"the model has {len(loaded.classes)} outputs but the dataset has "
+                f"{len(classes)} classes ({classes[0]}, ...)"
+            )
+        names, layers = resolve_layer_spec(loaded.model, args.layers)
+        try:
+            cam = ShallowCAM(
+                loaded.model, layers, method=method, truncation=truncation, fusion=args.fusion
+            )
+        except (ValueError, TypeError) as error:
+            raise CLIError(one_line(error)) from None
+        out = make_folder(args.out)
+        config = _config(args, loaded.name, loaded.input_size, names, str(truncation), classes)
+        previous = _read_manifest(out)
+        if previous is not None and previous.get("config") != config:
+            changed = sorted(
+                key
+                for key in set(config) | set(previous.get("config", {}))
+                if config.get(key) != previous.get("config", {}).get(key)
+            )
+            raise CLIError(
+                f"{out} holds masks made with other options (changed: {', '.join(changed)}); "
+                "rerun with the same options to resume, or choose another --out"
+            )
+        if rank == 0:
+            _remove_stale_temporaries(out)
+            _write_manifest(out, config, world_size, None, len(jobs))
+        _barrier(world_size)
+
+        def cam_fn(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return cam.attribute(images, target=target)
+
+        mask_run = MaskRun(
+            cam_fn=cam_fn,
+            num_classes=len(classes),
+            input_size=loaded.input_size,
+            out=out,
+            device=device,
+            threshold=args.threshold,
+            crf=args.crf,
+            save_cams=args.save_cams,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            writer=atomic_write,
+        )
+        mine = shard(jobs, rank, world_size)
+        with tqdm(
+            total=len(mine),
+            unit="image",
+            desc=f"rank {rank}/{world_size}" if world_size > 1 else NAME,
+            disable=None if rank == 0 else True,
+        ) as bar:
+            counts = run_masks(
+                mask_run,
+                mine,
+                progress=bar.update,
+                log=lambda line: bar.write(f"{NAME}: {line}", file=sys.stderr),
+            )
+        totals = _gather(counts, world_size)
+        if rank == 0:
+            _report(out, config, world_size, totals, len(jobs))
+    return EXIT_FAILED_IMAGES if totals.failures else 0
+
+
+def _list_jobs(args: argparse.Namespace) -> tuple[list[MaskJob], tuple[str, ...]]:
+    try:
+        if args.dataset == "voc":
+            if args.classes is not None:
+                raise CLIError("--classes is for --dataset folder; VOC has its 20 classes")
+            return voc_jobs(args.root, args.split, args.labels)
+        return folder_jobs(args.root, args.labels, args.classes)
+    except (FileNotFoundError, ValueError) as error:
+        raise CLIError(one_line(error)) from None
+
+
+def _require_crf() -> None:
+    try:
+        import pydensecrf.densecrf  # noqa: F401
+    except ImportError:
+        raise CLIError(
+            '--crf needs pydensecrf: pip install "captum-shallow[crf]" (PyPI pydensecrf2)'
+        ) from None
+
+
+@contextmanager
+def _process_group(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
+    """This process's rank, the world size and its device; under ``torchrun`` the
+    process group (gloo on the CPU, nccl on CUDA) lives for the block."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        device = torch.device(device_name)
+    except RuntimeError:
+        raise CLIError(f"unknown device {device_name!r}") from None
+    if world_size <= 1:
+        yield 0, 1, device
+        return
+    if device.type == "cuda":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield dist.get_rank(), dist.get_world_size(), device
+    finally:
+        dist.destroy_process_group()
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+
+
+def _gather(counts: RunCounts, world_size: int) -> RunCounts:
+    if world_size <= 1:
+        return counts
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, counts)
+    total = RunCounts()
+    for part in everyone:
+        total.shard += part.shard
+        total.skipped += part.skipped
+        total.written += part.written
+        total.failures += part.failures
+        total.seconds = max(total.seconds, part.seconds)
+    return total
+
+
+def _config(
+    args: argparse.Namespace,
+    model: str,
+    input_size: int,
+    layers: list[str],
+    truncation: str,
+    classes: tuple[str, ...],
+) -> dict[str, Any]:
+    """Everything the masks depend on; a resume must match it."""
+    return {
+        "dataset": args.dataset,
+        "root": str(Path(args.root).resolve()),
+        "split": args.split if args.dataset == "voc" else None,
+        "labels": str(Path(args.labels).resolve()) if args.labels else None,
+        "classes": list(classes),
+        "model": model,
+        "weights": _file_digest(args.weights) if args.weights else None,
+        "input_size": input_size,
+        "method": args.method,
+        "layers": layers,
+        "truncation": truncation,
+        "fusion": args.fusion,
+        "threshold": args.threshold,
+        "crf": args.crf,
+        "save_cams": args.save_cams,
+        "batch_size": args.batch_size,
+        "device_type": torch.device(args.device).type,
+    }
+
+
+def _file_digest(path: str) -> dict[str, str]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(Path(path).resolve()), "sha256": digest.hexdigest()}
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "captum_shallow": __version__}
+    for package in ("torch", "torchvision", "captum", "numpy", "pillow", "pydensecrf2"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CLIError(f"cannot read {path}: {one_line(error)}") from None
+    return manifest
+
+
+def _write_manifest(
+    out: Path,
+    config: dict[str, Any],
+    world_size: int,
+    totals: RunCounts | None,
+    images: int,
+) -> None:
+    manifest: dict[str, Any] = {
+        "command": NAME,
+        "config": config,
+        "versions": _versions(),
+        "processes": world_size,
+        "images": images,
+        "status": "running" if totals is None else "complete",
+    }
+    if totals is not None:
+        manifest.update(
+            written=totals.written,
+            skipped_done=totals.skipped,
+            failed=len(totals.failures),
+            seconds=round(totals.seconds, 3),
+        )
+    with atomic_write(out / MANIFEST) as stream:
+        stream.write((json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of a killed run (``.<name>.<random>.tmp``); no rank writes yet."""
+    for folder, _, files in os.walk(out):
+        for name in files:
+            if name.startswith(".") and name.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    continue
+
+
+def _report(
+    out: Path, config: dict[str, Any], world_size: int, totals: RunCounts, images: int
+) -> None:
+    failures = sorted(totals.failures)
+    lines = "".join(f"{path}\t{reason}\n" for path, reason in failures)
+    if failures or (out / FAILURES).exists():
+        with atomic_write(out / FAILURES) as stream:
+            stream.write(lines.encode())
+    _write_manifest(out, config, world_size, totals, images)
+    rate = totals.written / totals.seconds if totals.seconds > 0 else 0.0
+    print(
+        f"{NAME}: {images} images: {totals.written} written, {totals.skipped} already done, "
+        f"{len(failures)} failed; {rate:.1f} images/s on {world_size} process"
+        f"{'es' if world_size > 1 else ''} -> {out}",
+        file=sys.stderr,
+    )
+    for path, reason in failures:
+        print(f"{NAME}: failed: {path}: {reason}", file=sys.stderr)
+
+
+def _unit_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
