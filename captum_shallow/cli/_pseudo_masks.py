@@ -128,6 +128,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help="image-decoding processes per rank (default: 2; 0: in the main process)",
     )
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="intra-op threads per process (default: 1; some CPU kernels sum in another "
+        "order with another thread count, so outputs are reproducible for a given N; "
+        "use more processes to use more cores)",
+    )
     return parser
 
 
@@ -146,6 +155,9 @@ def run(args: argparse.Namespace) -> int:
     jobs, classes = _list_jobs(args)
     if args.crf:
         _require_crf()
+    # Not left to OMP_NUM_THREADS, which torchrun sets to 1: the thread count
+    # must not change with the number of processes (see _mask_pipeline).
+    torch.set_num_threads(args.threads)
     with _process_group(args.device) as (rank, world_size, device):
         args.device = str(device)
         loaded = load_model_from_args(args)
@@ -193,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
             save_cams=args.save_cams,
             batch_size=args.batch_size,
             workers=args.workers,
+            threads=args.threads,
             writer=atomic_write,
         )
         mine = shard(jobs, rank, world_size)
@@ -243,6 +256,11 @@ def _process_group(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
         device = torch.device(device_name)
     except RuntimeError:
         raise CLIError(f"unknown device {device_name!r}") from None
+    if device.type == "cuda":
+        # Heuristic (not timed) algorithm choice and deterministic kernels: a
+        # pass of a fixed shape then computes the same bits every time.
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
     if world_size <= 1:
         yield 0, 1, device
         return
@@ -274,6 +292,7 @@ def _gather(counts: RunCounts, world_size: int) -> RunCounts:
         total.written += part.written
         total.failures += part.failures
         total.seconds = max(total.seconds, part.seconds)
+        total.peak_gpu_bytes = max(total.peak_gpu_bytes, part.peak_gpu_bytes)
     return total
 
 
@@ -303,6 +322,7 @@ def _config(
         "crf": args.crf,
         "save_cams": args.save_cams,
         "batch_size": args.batch_size,
+        "threads": args.threads,
         "device_type": torch.device(args.device).type,
     }
 
@@ -358,6 +378,8 @@ def _write_manifest(
             failed=len(totals.failures),
             seconds=round(totals.seconds, 3),
         )
+        if totals.peak_gpu_bytes:
+            manifest["peak_gpu_memory_mib"] = round(totals.peak_gpu_bytes / 2**20, 1)
     with atomic_write(out / MANIFEST) as stream:
         stream.write((json.dumps(manifest, indent=2) + "\n").encode())
 

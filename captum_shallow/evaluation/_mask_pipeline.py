@@ -16,12 +16,16 @@ Determinism: CPU (and GPU) kernels may sum in another order when the batch
 neighbours. Every CAM pass therefore has exactly ``slots`` pairs (the last
 one padded with zero images), and nothing in a pass mixes samples (the
 truncation threshold, the layer weights and the normalisation are per
-sample). An image's mask then depends only on the image, its labels, the
-model, the options and ``slots``: not on which batch, rank or number of
-ranks it lands in, nor on where a resumed run restarts. Different ``slots``,
-devices, or torch builds may change the last bits of a map (and rarely a
-pixel of a mask), so the run's manifest records them and a resume with other
-options is refused.
+sample). Some CPU kernels (bilinear upsampling, parts of EfficientNet's
+backward) also sum in another order with another number of threads, so every
+process, DataLoader workers included, computes with the same fixed ``threads``
+(the caller's :func:`torch.set_num_threads`; ``torchrun`` would otherwise set
+one thread per rank). An image's mask and maps then depend only on the image,
+its labels, the model, the options, ``slots`` and ``threads``: not on which
+batch, rank or number of ranks it lands in, nor on where a resumed run
+restarts. Other ``slots``, ``threads``, devices or torch builds may change the
+last bits of a map (and rarely a pixel of a mask), so the command's manifest
+records them and refuses to resume with other values.
 
 Files per job ``name`` in the output folder: ``<name>.png`` (the mask, written
 last: it marks the job done) and, when asked, ``cams/<name>.npz`` (float16
@@ -33,6 +37,7 @@ killed run leaves whole files only and loses just the jobs in flight.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import time
@@ -148,6 +153,8 @@ class MaskRun:
         batch_size (int, optional): Images per loaded batch and (image, class)
             pairs per CAM pass (every pass is padded to it). Default: 8.
         workers (int, optional): DataLoader worker processes. Default: 2.
+        threads (int, optional): Intra-op threads of the workers (the caller sets
+            its own process's with :func:`torch.set_num_threads`). Default: 1.
         writer (Callable, optional): ``writer(path)`` opens a binary stream that
             appears under ``path`` only when closed without error.
             Default: :func:`_replace_on_close`.
@@ -164,6 +171,7 @@ class MaskRun:
     save_cams: bool = False
     batch_size: int = 8
     workers: int = 2
+    threads: int = 1
     writer: Writer | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -173,7 +181,9 @@ class MaskRun:
 class RunCounts:
     """What one rank did: jobs in its shard, skipped as done, written, failed.
 
-    ``failures`` holds ``(image path, reason)`` per failed job.
+    ``failures`` holds ``(image path, reason)`` per failed job; ``seconds`` the
+    time of the loop; ``peak_gpu_bytes`` ``torch.cuda.max_memory_allocated``
+    on a CUDA device (else 0).
     """
 
     shard: int = 0
@@ -181,6 +191,7 @@ class RunCounts:
     written: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    peak_gpu_bytes: int = 0
 
 
 class _JobDataset(Dataset[dict[str, Any]]):
@@ -228,6 +239,10 @@ def _labels_from_mask(job: MaskJob) -> tuple[int, ...]:
     return tuple(int(label) - 1 for label in present if 0 < label < 255)
 
 
+def _set_threads(threads: int, worker_id: int) -> None:
+    torch.set_num_threads(threads)
+
+
 def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
@@ -262,6 +277,7 @@ def run_masks(
         num_workers=run.workers,
         collate_fn=_collate,
         pin_memory=run.device.type == "cuda",
+        worker_init_fn=functools.partial(_set_threads, run.threads),
     )
     for batch in loader:
         ready = [item for item in batch if item["error"] is None]
@@ -283,6 +299,8 @@ def run_masks(
         if progress is not None:
             progress(len(batch))
     counts.seconds = time.perf_counter() - start
+    if run.device.type == "cuda":
+        counts.peak_gpu_bytes = torch.cuda.max_memory_allocated(run.device)
     return counts
 
 
