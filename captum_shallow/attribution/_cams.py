@@ -237,11 +237,11 @@ class LayerGradCam(_TruncatedLayerCAM):
         >>> from captum_shallow import GradientTruncation, LayerGradCam
         >>> net = BasicModel_ConvNet_One_Conv()
         >>> x = torch.arange(16.0).view(1, 1, 4, 4)
-        >>> LayerGradCam(net, net.conv1).attribute(x).shape
-        torch.Size([1, 1, 3, 3])
+        >>> LayerGradCam(net, net.conv1).attribute(x, target=0).shape
+        torch.Size([1, 1, 2, 2])
         >>> cam = LayerGradCam(net, net.conv1, truncation=GradientTruncation("soft", quantile=0.5))
-        >>> cam.attribute(x, relu_attributions=True).shape
-        torch.Size([1, 1, 3, 3])
+        >>> cam.attribute(x, target=0, relu_attributions=True).shape
+        torch.Size([1, 1, 2, 2])
     """
 
     relu_by_default = False
@@ -270,8 +270,8 @@ class LayerHiResCam(_TruncatedLayerCAM):
         >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
         >>> from captum_shallow import LayerHiResCam
         >>> net = BasicModel_ConvNet_One_Conv()
-        >>> LayerHiResCam(net, net.conv1).attribute(torch.rand(2, 1, 4, 4)).shape
-        torch.Size([2, 1, 3, 3])
+        >>> LayerHiResCam(net, net.conv1).attribute(torch.rand(2, 1, 4, 4), target=0).shape
+        torch.Size([2, 1, 2, 2])
     """
 
     @staticmethod
@@ -296,8 +296,8 @@ class LayerCAM(_TruncatedLayerCAM):
         >>> from captum_shallow import GradientTruncation, LayerCAM
         >>> net = BasicModel_ConvNet_One_Conv()
         >>> cam = LayerCAM(net, net.conv1, truncation=GradientTruncation("soft", quantile=0.9))
-        >>> cam.attribute(torch.rand(2, 1, 4, 4)).shape
-        torch.Size([2, 1, 3, 3])
+        >>> cam.attribute(torch.rand(2, 1, 4, 4), target=[0, 1]).shape
+        torch.Size([2, 1, 2, 2])
     """
 
     @staticmethod
@@ -326,8 +326,8 @@ class LayerGradCamPlusPlus(_TruncatedLayerCAM):
         >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
         >>> from captum_shallow import LayerGradCamPlusPlus
         >>> net = BasicModel_ConvNet_One_Conv()
-        >>> LayerGradCamPlusPlus(net, net.conv1).attribute(torch.rand(2, 1, 4, 4)).shape
-        torch.Size([2, 1, 3, 3])
+        >>> LayerGradCamPlusPlus(net, net.conv1).attribute(torch.rand(2, 1, 4, 4), target=0).shape
+        torch.Size([2, 1, 2, 2])
     """
 
     @staticmethod
@@ -353,8 +353,8 @@ class LayerXGradCam(_TruncatedLayerCAM):
         >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
         >>> from captum_shallow import LayerXGradCam
         >>> net = BasicModel_ConvNet_One_Conv()
-        >>> LayerXGradCam(net, net.conv1).attribute(torch.rand(2, 1, 4, 4)).shape
-        torch.Size([2, 1, 3, 3])
+        >>> LayerXGradCam(net, net.conv1).attribute(torch.rand(2, 1, 4, 4), target=0).shape
+        torch.Size([2, 1, 2, 2])
     """
 
     @staticmethod
