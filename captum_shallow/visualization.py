@@ -36,6 +36,14 @@ def image_to_numpy(image: Tensor) -> npt.NDArray[np.uint8]:
 
     Returns:
         numpy.ndarray: (H, W, 3) ``uint8`` array, on the CPU.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum_shallow.visualization import image_to_numpy
+        >>> array = image_to_numpy(torch.ones(1, 2, 3))
+        >>> array.shape, array.dtype.name, int(array.max())
+        ((2, 3, 3), 'uint8', 255)
     """
     if image.ndim != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"expected an image of shape (3, H, W), got {tuple(image.shape)}")

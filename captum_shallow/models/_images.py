@@ -27,6 +27,17 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         FileNotFoundError: When the file does not exist.
         ValueError: When the file is not an image that can be decoded; the message
             names the file and the reason.
+
+    Examples::
+
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> from captum_shallow.models import read_image
+        >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
+        >>> Image.new("L", (5, 4), color=7).save(path)
+        >>> image = read_image(path)
+        >>> image.shape, image.dtype, int(image[2, 0, 0])
+        (torch.Size([3, 4, 5]), torch.uint8, 7)
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -115,6 +126,17 @@ def load_image(
     Raises:
         FileNotFoundError: When the file does not exist.
         ValueError: When the file cannot be decoded as an image.
+
+    Examples::
+
+        >>> import os, tempfile
+        >>> from PIL import Image
+        >>> from captum_shallow.models import load_image
+        >>> path = os.path.join(tempfile.mkdtemp(), "photo.jpg")
+        >>> Image.new("RGB", (64, 48), color=(200, 30, 30)).save(path)
+        >>> inputs, image = load_image(path, size=32)
+        >>> inputs.shape, image.shape
+        (torch.Size([1, 3, 32, 32]), torch.Size([3, 48, 64]))
     """
     image = read_image(path)
     return preprocess(image, size).unsqueeze(0), image
