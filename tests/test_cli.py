@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -291,10 +292,14 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path: Path) -> None:
 
 
 def test_subcommands_register_through_one_list(capsys: pytest.CaptureFixture[str]) -> None:
-    assert [module.NAME for module in SUBCOMMANDS] == ["demo", "explain"]
+    names = [module.NAME for module in SUBCOMMANDS]
+    assert names[:2] == ["demo", "explain"]  # later subcommands append themselves
+    assert len(set(names)) == len(names)
     parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for module in SUBCOMMANDS:
+        assert subparsers.choices[module.NAME].get_default("handler") is module.run
     args = parser.parse_args(["explain", "a.png", "--layers", "all"])
-    assert args.handler is SUBCOMMANDS[1].run
     assert (args.method, args.fusion, args.target, args.truncation) == (
         "layercam",
         "max",
