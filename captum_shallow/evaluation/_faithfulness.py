@@ -53,6 +53,16 @@ class DeletionInsertion:
             better).
         insertion_auc (Tensor): ``(N,)`` trapezoid area under ``insertion`` (higher
             is better).
+
+    Examples::
+
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 2)).eval()
+        >>> out = deletion_insertion(model, torch.rand(1, 3, 2, 2), torch.rand(1, 1, 2, 2),
+        ...                          target=0, steps=2, substrate="zeros")
+        >>> out.fractions.tolist()
+        [0.0, 0.5, 1.0]
+        >>> bool(torch.allclose(out.deletion_auc, torch.trapezoid(out.deletion, out.fractions)))
+        True
     """
 
     fractions: Tensor
@@ -227,6 +237,14 @@ class ConfidenceChange:
         masked_score (Tensor): ``(N,)`` target score :math:`O` on image x map.
         drop (Tensor): ``(N,)`` :math:`\\max(0, Y - O) / Y`.
         increase (Tensor): ``(N,)`` boolean :math:`Y < O`.
+
+    Examples::
+
+        >>> change = ConfidenceChange(score=torch.tensor([0.8, 0.5]),
+        ...     masked_score=torch.tensor([0.4, 0.6]), drop=torch.tensor([0.5, 0.0]),
+        ...     increase=torch.tensor([False, True]))
+        >>> change.average_drop, change.increase_in_confidence
+        (0.25, 0.5)
     """
 
     score: Tensor

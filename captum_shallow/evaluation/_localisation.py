@@ -227,6 +227,15 @@ class GridCases(NamedTuple):
         image (Tensor): ``(M * n * n,)`` grid image of each case.
         cell (Tensor): ``(M * n * n,)`` cell of each case.
         target (Tensor): ``(M * n * n,)`` class of each case (the tile's label).
+
+    Examples::
+
+        >>> tiles = torch.rand(4, 3, 2, 2)
+        >>> cases = make_grid_cases(tiles, torch.tensor([7, 8, 9, 10]))
+        >>> cases.image[:5].tolist(), cases.cell[:5].tolist()
+        ([0, 0, 0, 0, 1], [0, 1, 2, 3, 0])
+        >>> bool(torch.equal(cases.images[0, :, :2, :2], tiles[0]))
+        True
     """
 
     images: Tensor

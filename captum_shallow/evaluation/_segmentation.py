@@ -247,6 +247,15 @@ class SweepResult:
         crf_miou (float or None): mIoU after dense-CRF refinement at
             ``crf_threshold``, when it was computed.
         crf_threshold (float or None): threshold of the CRF pass.
+
+    Examples::
+
+        >>> sweep = ThresholdSweep(2, thresholds=[0.1, 0.15, 0.5])
+        >>> cams = torch.tensor([[[[0.3, 0.9]]]])
+        >>> sweep.update(cams, torch.tensor([[1]]), torch.tensor([[[0, 1]]]))
+        >>> result = sweep.result()
+        >>> result.miou.tolist(), result.best_threshold, result.miou_at(0.15)
+        ([0.25, 0.25, 1.0], 0.5, 0.25)
     """
 
     thresholds: Tensor

@@ -75,6 +75,15 @@ class SyntheticConfig:
         min_object_size (int): smallest object box side in pixels. Default: 18.
         max_object_size (int): largest object box side in pixels. Default: 30.
         seed (int): seed of the generator. Default: 0.
+
+    Examples::
+
+        >>> SyntheticConfig(image_size=32, min_object_size=8, max_object_size=14).num_test
+        500
+        >>> SyntheticConfig(max_objects=9)
+        Traceback (most recent call last):
+        ...
+        ValueError: max_objects must be in 1..5
     """
 
     image_size: int = 64
@@ -107,6 +116,11 @@ class TrainConfig:
         seed (int): seed of the initialisation and the shuffling. Default: 0.
         threads (int): torch CPU threads while training (fixed for
             reproducibility). Default: 2.
+
+    Examples::
+
+        >>> TrainConfig(width=8, epochs=3).batch_size
+        64
     """
 
     width: int = 16
@@ -221,6 +235,13 @@ class SyntheticSplit:
         images (Tensor): ``(N, 3, S, S)`` float RGB in :math:`[0, 1]`.
         labels (Tensor): ``(N, K)`` float multi-hot image-level labels.
         masks (Tensor): ``(N, S, S)`` long, 0 background, ``c + 1`` for class ``c``.
+
+    Examples::
+
+        >>> split = make_synthetic_split(SyntheticConfig(image_size=32, num_test=5,
+        ...     min_object_size=8, max_object_size=14), "test")
+        >>> len(split), [len(images) for images, _, _ in split.batches(2)]
+        (5, [2, 2, 1])
     """
 
     images: Tensor
@@ -447,6 +468,8 @@ class TrainedClassifier:
         cached (bool): True when loaded from the cache without training.
         config (SyntheticConfig): the data configuration.
         train_config (TrainConfig): the training configuration.
+
+    :func:`load_or_train_classifier` returns one; its example shows it in use.
     """
 
     model: SyntheticClassifier
@@ -466,7 +489,17 @@ def _cache_key(config: SyntheticConfig, train_config: TrainConfig) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$CAPTUM_SHALLOW_CACHE`` or ``~/.cache/captum_shallow``."""
+    """``$CAPTUM_SHALLOW_CACHE`` or ``~/.cache/captum_shallow``.
+
+    Returns:
+        Path: The folder under which :func:`load_or_train_classifier` caches.
+
+    Examples::
+
+        >>> folder = default_cache_dir()   # nothing is created until a classifier is cached
+        >>> isinstance(folder, Path)
+        True
+    """
     return Path(os.environ.get("CAPTUM_SHALLOW_CACHE", Path.home() / ".cache" / "captum_shallow"))
 
 
