@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         argparse.ArgumentParser: The parser; each subcommand's namespace carries
         its ``run`` function as ``handler``.
+
+    Examples::
+
+        >>> from captum_shallow.cli import build_parser
+        >>> args = build_parser().parse_args(["demo", "--photo", "coffee"])
+        >>> args.photo, args.handler.__module__
+        ('coffee', 'captum_shallow.cli._demo')
     """
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -68,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         int: The exit code: 0 on success, 2 for a usage or user error (one line on
         stderr, no traceback), 130 on Ctrl-C.
+
+    Examples::
+
+        >>> from captum_shallow.cli import main
+        >>> main(["--version"])
+        captum-shallow ...
+        0
     """
     parser = build_parser()
     try:

@@ -29,6 +29,16 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     Yields:
         IO[bytes]: The temporary file, open for binary writing.
 
+    Examples::
+
+        >>> import os, tempfile
+        >>> from captum_shallow.cli import atomic_write
+        >>> path = os.path.join(tempfile.mkdtemp(), "out.bin")
+        >>> with atomic_write(path) as stream:
+        ...     _ = stream.write(b"done")
+        >>> open(path, "rb").read(), os.listdir(os.path.dirname(path))
+        (b'done', ['out.bin'])
+
     Raises:
         CLIError: When the folder is missing or not writable.
     """
@@ -61,6 +71,13 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
 
     Raises:
         CLIError: When it cannot be created or is a file.
+
+    Examples::
+
+        >>> import tempfile
+        >>> from captum_shallow.cli import make_folder
+        >>> make_folder(tempfile.mkdtemp() + "/a/b").is_dir()
+        True
     """
     folder = Path(path)
     try:
@@ -83,6 +100,14 @@ def write_figure(figure: Figure, path: str | os.PathLike[str], dpi: float = 100)
 
     Returns:
         Path: ``path``.
+
+    Examples::
+
+        >>> import tempfile
+        >>> from matplotlib.figure import Figure
+        >>> from captum_shallow.cli import write_figure
+        >>> write_figure(Figure(figsize=(1, 1)), tempfile.mkdtemp() + "/f.png").read_bytes()[:4]
+        b'\x89PNG'
     """
     with atomic_write(path) as stream:
         figure.savefig(stream, format="png", dpi=dpi)
@@ -98,6 +123,14 @@ def write_arrays(path: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Path:
 
     Returns:
         Path: ``path``.
+
+    Examples::
+
+        >>> import tempfile
+        >>> from captum_shallow.cli import write_arrays
+        >>> path = write_arrays(tempfile.mkdtemp() + "/maps.npz", fused=np.ones((2, 2)))
+        >>> np.load(path)["fused"].shape
+        (2, 2)
     """
     with atomic_write(path) as stream:
         np.savez(stream, **arrays)  # type: ignore[arg-type]
