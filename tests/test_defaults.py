@@ -1,0 +1,69 @@
+"""The measured defaults (docs/evidence.rst) and ShallowCAM.from_model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation, ShallowCAM
+from captum_shallow.fusion import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
+from captum_shallow.models import build_model, load_model
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("resnet18").eval()
+
+
+def test_default_values_are_the_documented_ones() -> None:
+    assert GradientTruncation("soft", quantile=0.99, scope="sample") == DEFAULT_TRUNCATION
+    assert DEFAULT_FUSION == "product"
+    assert DEFAULT_FUSED_TRUNCATION is None
+
+
+def test_from_model_takes_the_preset_layers_from_stride_4_to_the_last(resnet: nn.Module) -> None:
+    cam = ShallowCAM.from_model(resnet)
+    assert [m for m in cam.layers] == [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
+    assert cam.fusion == DEFAULT_FUSION
+    assert cam.truncations == [None] * 4
+    assert cam.gamma is None
+
+
+def test_from_model_on_efficientnet_lite0_skips_the_stride_2_block() -> None:
+    model = load_model("efficientnet-lite0")
+    cam = ShallowCAM.from_model(model)
+    blocks = model._blocks  # type: ignore[attr-defined]
+    assert cam.layers == [blocks[2], blocks[4], blocks[10], blocks[15]]
+
+
+def test_from_model_keyword_arguments_override_the_defaults(resnet: nn.Module) -> None:
+    cam = ShallowCAM.from_model(resnet, fusion="max", truncation=DEFAULT_TRUNCATION, gamma=2.0)
+    assert cam.fusion == "max"
+    assert cam.truncations == [DEFAULT_TRUNCATION] * 4
+    assert cam.gamma == 2.0
+
+
+def test_from_model_equals_the_explicit_construction(resnet: nn.Module) -> None:
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    layers = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
+    expected = ShallowCAM(resnet, layers, fusion="product", truncation=None).attribute(
+        images, target=[3, 7]
+    )
+    fused = ShallowCAM.from_model(resnet).attribute(images, target=[3, 7])
+    torch.testing.assert_close(fused, expected, rtol=0, atol=0)
+    assert fused.shape == (2, 1, 16, 16)
+    torch.testing.assert_close(fused.amax(dim=(1, 2, 3)), torch.ones(2))
+
+
+def test_from_model_input_size_changes_nothing_but_the_measurement(resnet: nn.Module) -> None:
+    assert (
+        ShallowCAM.from_model(resnet, input_size=128).layers == ShallowCAM.from_model(resnet).layers
+    )
+
+
+def test_from_model_refuses_a_model_without_a_preset() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match="no layer preset"):
+        ShallowCAM.from_model(model)
