@@ -27,7 +27,7 @@ import captum_shallow  # noqa: E402
 
 project = "captum_shallow"
 author = "captum_shallow developers"
-copyright = "captum_shallow developers"  # noqa: A001
+copyright = "captum_shallow developers"
 release = captum_shallow.__version__
 version = release
 
