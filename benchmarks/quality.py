@@ -41,7 +41,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,6 +64,7 @@ from captum_shallow.evaluation import (
     grid_pointing_game,
     make_grid_cases,
 )
+from captum_shallow.fusion import Fusion
 from captum_shallow.models import (
     SAMPLE_PHOTOS,
     layer_preset,
@@ -76,7 +79,6 @@ from synthetic_wsss import benchmark_classifier
 
 Trunc = GradientTruncation | None
 # A truncation row: one truncation for every layer, or a rule giving one per layer.
-TruncSpec = "Trunc | PerLayer"
 
 CamFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -96,6 +98,9 @@ class PerLayer:
             )
             for i in range(count)
         ]
+
+
+TruncSpec = Trunc | PerLayer
 
 
 def _q(mode: str, q: float, scope: str = "sample") -> GradientTruncation:
@@ -141,7 +146,7 @@ LAYER_SETS: dict[str, Callable[[Sequence[str]], list[str]]] = {
     "mid+last": lambda names: list(names[1:]),
 }
 #: Fusion columns: (label, fusion, gamma).
-FUSIONS: list[tuple[str, str, float | None]] = [
+FUSIONS: list[tuple[str, Fusion, float | None]] = [
     ("max", "max", None),
     ("max g2", "max", 2.0),
     ("mean", "mean", None),
@@ -159,7 +164,7 @@ class Config:
     layer_names: tuple[str, ...]
     method: type
     truncations: tuple[Trunc, ...]
-    fusion: str = "max"
+    fusion: Fusion = "max"
     gamma: float | None = None
 
 
@@ -212,7 +217,7 @@ def config_maps(config: Config, tensors: dict[str, tuple[Tensor, Tensor]]) -> Te
         config.method.layer_attribution(*tensors[name], trunc, relu_attributions=True)  # type: ignore[attr-defined]
         for name, trunc in zip(config.layer_names, config.truncations, strict=True)
     ]
-    return fuse_maps(maps, None, config.fusion, config.gamma)  # type: ignore[arg-type]
+    return fuse_maps(maps, None, config.fusion, config.gamma)
 
 
 def cached_tensors(
@@ -278,7 +283,8 @@ def baseline_fns(
             return torch.from_numpy(np.asarray(out, dtype=np.float32))[:, None].to(x.device)
 
         def torchcam_layercam(x: Tensor, t: Tensor, chosen: list[str] = chosen) -> Tensor:
-            with TorchcamLayerCAM(model, target_layer=chosen, input_shape=input_shape) as cam:
+            layers = cast(list[nn.Module | str], chosen)
+            with TorchcamLayerCAM(model, target_layer=layers, input_shape=input_shape) as cam:
                 maps = cam(class_idx=[int(c) for c in t], scores=model(x))
                 out = TorchcamLayerCAM.fuse_cams(maps)
             model.zero_grad(set_to_none=True)
@@ -385,7 +391,7 @@ def evaluate_lite0(
         resolve_layers(model, list(check.layer_names)),
         truncation=list(check.truncations),
         fusion=check.fusion,
-        gamma=check.gamma,  # type: ignore[arg-type]
+        gamma=check.gamma,
     ).attribute(grid_x[:4], target=grid_t[:4])
     model.zero_grad(set_to_none=True)
     cached = config_maps(check, {n: (g[:4], a[:4]) for n, (g, a) in grid_tensors.items()})
@@ -420,15 +426,23 @@ def evaluate_lite0(
     log(f"lite0 baselines in {time.perf_counter() - start:.0f} s")
 
 
+def _constant(maps: Tensor) -> CamFn:
+    """A cam_fn that returns maps already computed for class_cams' own pair order."""
+
+    def cam_fn(images: Tensor, _target: Tensor) -> Tensor:
+        assert len(images) == len(maps)
+        return maps
+
+    return cam_fn
+
+
 def evaluate_wsss(
     args: argparse.Namespace, scores: Scores, log: Callable[[str], None]
 ) -> list[Config]:
     device = torch.device(args.device)
     trained, test = benchmark_classifier(args.quick)
     model = trained.model.to(device).eval()
-    names = list(model.named_stages())
-    full = {f"stages.{i}": name for i, name in enumerate(names)}
-    qualified = list(full)
+    qualified = [f"stages.{i}" for i in range(len(model.named_stages()))]
     configs = build_configs(qualified, args.quick)
     m = trained.metrics
     log(
@@ -447,7 +461,7 @@ def evaluate_wsss(
         tensors = cached_tensors(model, qualified, images[pairs[:, 0]], pairs[:, 1], len(pairs))
         for config in configs:
             maps = config_maps(config, tensors)
-            cams = class_cams(lambda x, t, maps=maps: maps, images, labels, batch_size=len(pairs))
+            cams = class_cams(_constant(maps), images, labels, batch_size=len(pairs))
             sweeps[key_of(config)].update(cams, labels, masks)
         for key, fn in base.items():
             cams = class_cams(fn, images, labels, batch_size=args.chunk)
@@ -490,6 +504,21 @@ def pivot(
     return "\n".join(lines)
 
 
+def _family_cell(
+    scores: Scores,
+    index: dict[tuple[str, str, str], str],
+    family: str,
+    metric: str,
+    row: str,
+    column: str,
+) -> float:
+    return scores.get(index[(family, row, column)], metric)
+
+
+def _library_cell(scores: Scores, metric: str, row: str, _column: str) -> float:
+    return scores.get(row, metric)
+
+
 def tables(
     scores: Scores, lite: list[Config], synth: list[Config], baselines: list[str]
 ) -> list[str]:
@@ -520,7 +549,7 @@ def tables(
                     f"### {title}: {label}",
                     rows,
                     columns,
-                    lambda r, c, f=family, i=index, m=metric: scores.get(i[(f, r, c)], m),
+                    partial(_family_cell, scores, index, family, metric),
                 )
             )
         rows = [b for b in baselines if not math.isnan(scores.get(b, metric))]
@@ -530,7 +559,7 @@ def tables(
                     f"### {title}: other libraries",
                     rows,
                     ["value"],
-                    lambda r, _c, m=metric: scores.get(r, m),
+                    partial(_library_cell, scores, metric),
                 )
             )
     return out
