@@ -308,3 +308,16 @@ def test_resume_with_other_options_is_refused(
     argv[argv.index("--batch-size") + 1] = "4"
     assert main(argv) == 2
     assert "other options (changed: batch_size)" in capsys.readouterr().err
+
+
+def test_crf_refined_masks_keep_each_image_classes(voc: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pydensecrf")
+    out = tmp_path / "crf"
+    assert main(_args(voc, out, "--crf", "--threshold", "0")) == 0
+    for i in range(IMAGES):
+        name = f"2007_{i:06d}.png"
+        truth = np.array(Image.open(voc / "VOCdevkit/VOC2012/SegmentationClass" / name))
+        labels = np.array(Image.open(out / name))
+        assert labels.shape == truth.shape
+        assert set(np.unique(labels).tolist()) <= set(np.unique(truth).tolist()) - {255}
+    assert json.loads((out / "manifest.json").read_text())["config"]["crf"] is True
