@@ -8,7 +8,9 @@ repository stay without outputs. CI runs::
 
 Options: name notebooks to run only those; ``--output-dir DIR`` keeps the
 executed copies (with outputs) there; ``--timeout`` is the limit per cell in
-seconds. Exit status: 0 when every notebook ran, 1 otherwise.
+seconds. A notebook that was saved with outputs also fails: the repository keeps
+them stripped (clear them with ``jupyter nbconvert --clear-output --inplace``).
+Exit status: 0 when every notebook ran, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+
+
+def saved_outputs(path: Path) -> int:
+    """The number of code cells of the notebook file that hold outputs or an execution count."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    return sum(
+        1
+        for cell in notebook.cells
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    )
 
 
 def run_notebook(path: Path, timeout: int, output_dir: Path | None) -> float:
@@ -60,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter()
     for path in notebooks:
         print(f"{path.name} ...", end=" ", flush=True)
+        dirty = saved_outputs(path)
+        if dirty:
+            failed.append(path.name)
+            print(f"FAILED: {dirty} code cells saved with outputs; clear them before committing")
+            continue
         try:
             seconds = run_notebook(path, args.timeout, args.output_dir)
         except Exception as error:  # nbclient's CellExecutionError, timeouts, a dead kernel
