@@ -121,6 +121,12 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
 
         Returns:
             *Tensor*: ``(N, 1, ...)`` with summation, else ``activation``'s shape.
+
+        Examples::
+
+            >>> gradient = torch.tensor([[[[1.0, -1.0]], [[2.0, 0.5]]]])  # (1, 2, 1, 2)
+            >>> LayerCAM.layer_attribution(gradient, torch.ones(1, 2, 1, 2), None)
+            tensor([[[[3.0000, 0.5000]]]])
         """
         if truncation is not None:
             gradient = truncation(gradient)

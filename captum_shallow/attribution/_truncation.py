@@ -152,6 +152,13 @@ class GradientTruncation:
 
         Returns:
             *GradientTruncation* or *None*: the truncation, or None for ``"none"``.
+
+        Examples::
+
+            >>> GradientTruncation.parse("hard:quantile=0.9,scope=channel")
+            GradientTruncation(mode='hard', quantile=0.9, scope='channel')
+            >>> GradientTruncation.parse("none") is None
+            True
         """
         text = spec.strip()
         if text.lower() in ("none", "off"):
@@ -190,6 +197,13 @@ class GradientTruncation:
 
         Returns:
             *Tensor*: shape ``(R, 1)``, same dtype as ``positive``.
+
+        Examples::
+
+            >>> GradientTruncation("soft", fraction=0.5).threshold(
+            ...     torch.tensor([[1.0, 4.0], [0.0, 2.0]]))
+            tensor([[2.],
+                    [1.]])
         """
         if self.value is not None:
             return positive.new_full((positive.shape[0], 1), self.value)
@@ -201,6 +215,20 @@ class GradientTruncation:
         """Truncate ``gradient`` of shape ``(N, ...)``; returns a tensor of that shape.
 
         ``scope="channel"`` needs at least two dimensions ``(N, K, ...)``.
+
+        Args:
+            gradient (Tensor): The layer gradient, floating point and finite;
+                dimension 0 is the batch.
+
+        Returns:
+            *Tensor*: :math:`T(G)`, non-negative, of ``gradient``'s shape.
+
+        Examples::
+
+            >>> per_channel = GradientTruncation("hard", quantile=0.5, scope="channel")
+            >>> per_channel(torch.tensor([[[1.0, 2.0], [30.0, 40.0]]]))
+            tensor([[[ 0.,  2.],
+                     [ 0., 40.]]])
         """
         if not isinstance(gradient, Tensor):
             raise TypeError(f"GradientTruncation expects a Tensor, got {type(gradient).__name__}")
