@@ -323,6 +323,12 @@ def test_input_requires_grad_flag_is_kept(net: SmallNet, images: Tensor) -> None
     assert not images.requires_grad
 
 
+def test_inference_mode_gets_a_clear_error(net: SmallNet, images: Tensor) -> None:
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        LayerCAM(net, net.stage1).attribute(images, target=1)
+    assert _hook_count(net) == 0
+
+
 def test_works_under_no_grad(net: SmallNet, images: Tensor) -> None:
     expected = LayerCAM(net, net.stage1, truncation=SOFT).attribute(images, target=1)
     with torch.no_grad():

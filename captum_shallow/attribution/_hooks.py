@@ -143,6 +143,11 @@ def layer_gradients_and_activations(
         *list* of ``(gradients, activations)``, one pair of tensor tuples per layer.
     """
     check_layers(forward_func, layers)
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "CAMs need gradients, and torch.inference_mode() forbids them; call attribute() "
+            "outside inference mode (in Lightning: Trainer(inference_mode=False))"
+        )
     additional_forward_args = _format_additional_forward_args(additional_forward_args)
     calls: dict[Module, Counter[torch.device]] = {layer: Counter() for layer in layers}
 
