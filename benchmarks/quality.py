@@ -100,7 +100,17 @@ class PerLayer:
         ]
 
 
-TruncSpec = Trunc | PerLayer
+@dataclass(frozen=True)
+class AllButLast:
+    """One truncation on every fused layer but the deepest, which stays untruncated."""
+
+    truncation: GradientTruncation
+
+    def __call__(self, count: int) -> list[Trunc]:
+        return [self.truncation] * (count - 1) + [None]
+
+
+TruncSpec = Trunc | PerLayer | AllButLast
 
 
 def _q(mode: str, q: float, scope: str = "sample") -> GradientTruncation:
@@ -168,8 +178,39 @@ class Config:
     gamma: float | None = None
 
 
-def build_configs(names: Sequence[str], quick: bool) -> list[Config]:
+#: ``--explore`` (after the decision run; reported apart, never part of the rule):
+#: truncating all fused layers but the deepest, in the product and the mean.
+EXPLORE_TRUNCS: list[tuple[str, TruncSpec]] = [
+    ("none", None),
+    ("soft q.50", _q("soft", 0.5)),
+    ("soft q.90", _q("soft", 0.9)),
+    ("soft q.50 but last", AllButLast(_q("soft", 0.5))),
+    ("soft q.90 but last", AllButLast(_q("soft", 0.9))),
+    ("soft q.99 but last", AllButLast(_q("soft", 0.99))),
+]
+
+
+def _per_layer(spec: TruncSpec, count: int) -> tuple[Trunc, ...]:
+    return tuple(spec(count) if isinstance(spec, (PerLayer, AllButLast)) else [spec] * count)
+
+
+def build_configs(names: Sequence[str], quick: bool, explore: bool = False) -> list[Config]:
     """Every configuration of ours for a model whose preset layers are ``names``."""
+    if explore:
+        chosen = tuple(LAYER_SETS["mid+last"](names))
+        return [
+            Config(
+                "fused",
+                label,
+                f"mid+last {fusion}",
+                chosen,
+                LayerCAM,
+                _per_layer(spec, len(chosen)),
+                fusion,
+            )
+            for fusion in ("product", "mean")
+            for label, spec in EXPLORE_TRUNCS
+        ]
     singles = [SINGLE_ROWS[i] for i in (0, 1, 3)] if quick else SINGLE_ROWS
     fused_truncs = [FUSED_TRUNCS[i] for i in (0, 2)] if quick else FUSED_TRUNCS
     fusions = [FUSIONS[i] for i in (0, 3)] if quick else FUSIONS
@@ -182,7 +223,7 @@ def build_configs(names: Sequence[str], quick: bool) -> list[Config]:
         LAYER_SETS.items(), fusions, fused_truncs
     ):
         chosen = tuple(pick(names))
-        truncs = tuple(spec(len(chosen)) if isinstance(spec, PerLayer) else [spec] * len(chosen))
+        truncs = _per_layer(spec, len(chosen))
         column = f"{set_name} {fusion_label}"
         configs.append(Config("fused", label, column, chosen, LayerCAM, truncs, fusion, gamma))
     return configs
@@ -414,7 +455,8 @@ def evaluate_lite0(
     log(f"lite0 ours: {len(configs)} configs in {time.perf_counter() - start:.0f} s")
 
     start = time.perf_counter()
-    for key, fn in baseline_fns(model, names, (3, 224, 224)).items():
+    others = {} if args.explore else baseline_fns(model, names, (3, 224, 224))
+    for key, fn in others.items():
         try:
             grid_maps = run_chunked(fn, grid_x, grid_t, chunk)
         except Exception as error:  # one library's failure must not lose the run
@@ -444,7 +486,7 @@ def evaluate_wsss(
     trained, test = benchmark_classifier(args.quick)
     model = trained.model.to(device).eval()
     qualified = [f"stages.{i}" for i in range(len(model.named_stages()))]
-    configs = build_configs(qualified, args.quick)
+    configs = build_configs(qualified, args.quick, args.explore)
     m = trained.metrics
     log(
         f"wsss classifier: test mAP {m['mAP']:.3f}, exact-match {m['exact_match']:.3f}, "
@@ -453,7 +495,9 @@ def evaluate_wsss(
     )
     num_classes = len(SYNTHETIC_CLASSES) + 1
     sweeps = {key_of(c): ThresholdSweep(num_classes) for c in configs}
-    base = baseline_fns(model, qualified, tuple(test.images.shape[1:]))  # type: ignore[arg-type]
+    base = (
+        {} if args.explore else baseline_fns(model, qualified, tuple(test.images.shape[1:]))  # type: ignore[arg-type]
+    )
     base_sweeps = {key: ThresholdSweep(num_classes) for key in base}
     start = time.perf_counter()
     for images, labels, masks in test.batches(args.wsss_batch):
@@ -639,6 +683,12 @@ def main() -> None:
     )
     parser.add_argument("--sets", default="grid,photos,wsss", help="comma list of grid,photos,wsss")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--explore",
+        action="store_true",
+        help="only the exploratory fused rows (truncating all layers but the deepest), "
+        "no other libraries",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dump", default=None, help="also write the raw scores (JSON) here")
     parser.add_argument(
@@ -696,7 +746,7 @@ def main() -> None:
     synth: list[Config] = []
     if args.sets & {"grid", "photos"}:
         names = list(layer_preset(load_model("efficientnet-lite0")).layers)
-        lite = build_configs(names, args.quick)
+        lite = build_configs(names, args.quick, args.explore)
         evaluate_lite0(args, lite, scores, log)
     if trainer is not None:
         output, _ = trainer.communicate()
