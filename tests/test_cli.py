@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 import captum_shallow.models._efficientnet_lite as lite_module
-from captum_shallow import DEFAULT_TRUNCATION, ShallowCAM
+from captum_shallow import ShallowCAM
 from captum_shallow.cli import SUBCOMMANDS, CLIError, atomic_write, build_parser, main
 from captum_shallow.models import (
     build_model,
@@ -98,14 +98,14 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
         "coffee.cam.png",
         "coffee.maps.npz",
     ]
-    # photo, three fused layers and the fused map: 5 panels; heights follow each photo.
-    assert _png_size(out / "chelsea.cam.png") == (1500, 279)
-    assert _png_size(out / "coffee.cam.png") == (1500, 280)
+    # photo, four fused layers and the fused map: 6 panels; heights follow each photo.
+    assert _png_size(out / "chelsea.cam.png") == (1800, 279)
+    assert _png_size(out / "coffee.cam.png") == (1800, 280)
     assert "chelsea.png: Egyptian cat (285), p = 0.80 ->" in result.stdout
 
     model = load_model("efficientnet-lite0")
     preset = layer_preset(model)
-    cam = ShallowCAM(model, resolve_layers(model, preset.fusion), truncation=DEFAULT_TRUNCATION)
+    cam = ShallowCAM(model, resolve_layers(model, preset.fusion))  # the CLI's defaults are its
     for name, target in (("chelsea", 285), ("coffee", 967)):
         inputs = preprocess(read_image(photos[name]), 224).unsqueeze(0)
         fused, layer_maps = cam.attribute(inputs, target=target, return_layer_maps=True)
@@ -302,7 +302,7 @@ def test_subcommands_register_through_one_list(capsys: pytest.CaptureFixture[str
     args = parser.parse_args(["explain", "a.png", "--layers", "all"])
     assert (args.method, args.fusion, args.target, args.truncation) == (
         "layercam",
-        "max",
+        "product",
         "auto",
         None,
     )

@@ -18,7 +18,7 @@ def resnet() -> nn.Module:
 
 
 def test_default_values_are_the_documented_ones() -> None:
-    assert GradientTruncation("soft", quantile=0.99, scope="sample") == DEFAULT_TRUNCATION
+    assert GradientTruncation("soft", quantile=0.90, scope="sample") == DEFAULT_TRUNCATION
     assert DEFAULT_FUSION == "product"
     assert DEFAULT_FUSED_TRUNCATION is None
 

@@ -74,11 +74,17 @@ def test_negative_and_empty_maps_give_zeros_not_nan() -> None:
     assert bool((out == 0).all())
 
 
+def test_defaults_are_product_fusion_without_truncation(net: ThreeStageNet) -> None:
+    cam = ShallowCAM(net, _layers(net))
+    assert (cam.method, cam.fusion, cam.gamma) == (LayerCAM, "product", None)
+    assert cam.truncations == [None, None, None]
+
+
 def test_layer_maps_equal_separate_layercam_runs(net: ThreeStageNet, images: Tensor) -> None:
     target = [0, 3, 1]
-    fused, layer_maps = ShallowCAM(net, _layers(net)).attribute(
-        images, target=target, return_layer_maps=True
-    )
+    fused, layer_maps = ShallowCAM(
+        net, _layers(net), truncation=DEFAULT_TRUNCATION, fusion="max"
+    ).attribute(images, target=target, return_layer_maps=True)
     for layer, layer_map in zip(_layers(net), layer_maps):
         expected = LayerCAM(net, layer, truncation=DEFAULT_TRUNCATION).attribute(
             images, target=target
@@ -134,7 +140,7 @@ def test_batch_gives_what_each_sample_gives_alone(net: ThreeStageNet, images: Te
 
 
 def test_noise_tunnel_without_noise_equals_shallowcam(net: ThreeStageNet, images: Tensor) -> None:
-    cam = ShallowCAM(net, _layers(net))
+    cam = ShallowCAM(net, _layers(net), truncation=DEFAULT_TRUNCATION)
     expected = cam.attribute(images, target=[0, 1, 2])
     tunnel = NoiseTunnel(cam).attribute(images, nt_samples=2, stdevs=0.0, target=[0, 1, 2])
     torch.testing.assert_close(tunnel, expected)

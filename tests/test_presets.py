@@ -113,7 +113,7 @@ def test_preset_choices_on_the_embedded_model() -> None:
     preset = layer_preset(model)
     assert preset.layers == EXPECTED["efficientnet-lite0"][1]
     assert (preset.shallow, preset.last) == ("_blocks.2", "_blocks.15")
-    assert preset.fusion == ("_blocks.2", "_blocks.4", "_blocks.10")
+    assert preset.fusion == ("_blocks.2", "_blocks.4", "_blocks.10", "_blocks.15")
     assert preset.map_size("_blocks.2") == (56, 56)
     assert resolve_layers(model, ["_blocks.4"]) == [model._blocks[4]]
 
@@ -121,9 +121,9 @@ def test_preset_choices_on_the_embedded_model() -> None:
 def test_preset_derived_choices_follow_the_strides() -> None:
     preset = LayerPreset("X", ("a", "b", "c"), (2, 32, 64), (1, 1, 1), (64, 64))
     assert (preset.shallow, preset.last) == ("b", "c")
-    assert preset.fusion == ("a", "b", "c")  # nothing at strides 4-16: all
+    assert preset.fusion == ("b", "c")  # from the shallow layer (stride >= 4) to the last
     resnet = layer_preset(_meta_model("resnet50"), 224)
-    assert (resnet.shallow, resnet.fusion) == ("layer1", ("layer1", "layer2", "layer3"))
+    assert (resnet.shallow, resnet.fusion) == ("layer1", ("layer1", "layer2", "layer3", "layer4"))
 
 
 def test_preset_follows_the_input_size_and_restores_training_mode() -> None:
@@ -155,6 +155,6 @@ def test_layer_choice_table_has_one_row_per_architecture() -> None:
     assert len(lines) == 4
     assert lines[2] == (
         "| resnet50 | `layer1` (56), `layer2` (28), `layer3` (14), `layer4` (7) | `layer1` "
-        "| `layer1`, `layer2`, `layer3` | `layer4` |"
+        "| `layer1`, `layer2`, `layer3`, `layer4` | `layer4` |"
     )
     assert lines[3].startswith("| efficientnet-lite0 | `_blocks.0` (112), `_blocks.2` (56)")

@@ -146,7 +146,7 @@ def test_masks_are_voc_palette_pngs_of_each_image_size(voc: Path, reference: Pat
     manifest = json.loads((reference / "manifest.json").read_text())
     assert manifest["status"] == "complete"
     assert manifest["written"] == IMAGES
-    assert manifest["config"]["layers"] == ["layer1", "layer2", "layer3"]
+    assert manifest["config"]["layers"] == ["layer1", "layer2", "layer3", "layer4"]
     assert manifest["config"]["batch_size"] == 3
     assert "torch" in manifest["versions"]
 

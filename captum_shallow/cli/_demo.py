@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM
+from captum_shallow import DEFAULT_TRUNCATION, LayerCAM, LayerGradCam, ShallowCAM
 from captum_shallow.models import (
     SAMPLE_PHOTOS,
     available_models,
@@ -77,7 +77,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--truncation",
         metavar="SPEC",
-        help="gradient truncation (default: the package's DEFAULT_TRUNCATION)",
+        help="gradient truncation of the shallow LayerCAM panel "
+        f"(default: the package's DEFAULT_TRUNCATION, {DEFAULT_TRUNCATION})",
     )
     parser.add_argument(
         "--out", default=".", metavar="DIR", help=f"folder for {FIGURE_NAME} (default: .)"
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         int: 0.
     """
-    truncation = parse_truncation(args.truncation)
+    truncation = parse_truncation(args.truncation, default=DEFAULT_TRUNCATION)
     classes = imagenet_classes()
     target = parse_target(args.target, classes)
     try:
@@ -124,13 +125,13 @@ def run(args: argparse.Namespace) -> int:
         LayerGradCam(model, last).attribute(inputs, target=target),
         LayerCAM(model, shallow).attribute(inputs, target=target),
         LayerCAM(model, shallow, truncation=truncation).attribute(inputs, target=target),
-        ShallowCAM(model, fused_layers, truncation=truncation).attribute(inputs, target=target),
+        ShallowCAM(model, fused_layers).attribute(inputs, target=target),
     ]
     titles = [
         f"Grad-CAM, last stage\n{preset.last} ({_size(maps[0])})",
         f"LayerCAM, shallow stage\n{preset.shallow} ({_size(maps[1])})",
         f"LayerCAM + truncation\n{truncated}",
-        f"ShallowCAM (fused)\n{len(fused_layers)} stages ({_size(maps[3])})",
+        f"ShallowCAM, measured defaults\n{len(fused_layers)} stages, product ({_size(maps[3])})",
     ]
     figure = attribution_figure(
         photo,

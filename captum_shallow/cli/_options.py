@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 import captum_shallow
-from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation
+from captum_shallow import GradientTruncation
+from captum_shallow.fusion import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
 from captum_shallow.models import (
     architectures,
     available_models,
@@ -128,14 +129,14 @@ def add_cam_options(parser: argparse.ArgumentParser, default_layers: str = "fusi
     group.add_argument(
         "--truncation",
         metavar="SPEC",
-        help="gradient truncation, e.g. soft:quantile=0.99, hard:fraction=0.5, or none "
-        "(default: the package's DEFAULT_TRUNCATION)",
+        help="gradient truncation of every layer, e.g. soft:quantile=0.9, "
+        "hard:fraction=0.5, or none (default: ShallowCAM's, none)",
     )
     group.add_argument(
         "--fusion",
-        default="max",
+        default=DEFAULT_FUSION,
         choices=["max", "mean", "product"],
-        help="how layer maps are fused (default: max)",
+        help=f"how layer maps are fused (default: {DEFAULT_FUSION})",
     )
 
 
@@ -243,11 +244,16 @@ def cam_method(name: str) -> type[_TruncatedLayerCAM]:
     return cls
 
 
-def parse_truncation(spec: str | None) -> GradientTruncation | None:
-    """The truncation a ``--truncation`` value names (``None``: the package default).
+def parse_truncation(
+    spec: str | None, default: GradientTruncation | None = DEFAULT_FUSED_TRUNCATION
+) -> GradientTruncation | None:
+    """The truncation a ``--truncation`` value names.
 
     Args:
-        spec (str, optional): E.g. ``"soft:quantile=0.99"`` or ``"none"``.
+        spec (str, optional): E.g. ``"soft:quantile=0.99"`` or ``"none"``; None
+            when the option was not given.
+        default (GradientTruncation, optional): What None gives.
+            Default: ``DEFAULT_FUSED_TRUNCATION`` (ShallowCAM's default, None)
 
     Returns:
         GradientTruncation or None: ``None`` for ``"none"``.
@@ -256,7 +262,7 @@ def parse_truncation(spec: str | None) -> GradientTruncation | None:
         CLIError: For an invalid spec.
     """
     if spec is None:
-        return DEFAULT_TRUNCATION
+        return default
     try:
         return GradientTruncation.parse(spec)
     except ValueError as error:

@@ -61,13 +61,14 @@ class LayerPreset:
 
     @property
     def fusion(self) -> tuple[str, ...]:
-        """The layers at strides 4 to 16, fused by default.
+        """The layers fused by default: from :attr:`shallow` to the last.
 
-        Stride 2 is mostly edges and noise; the stride-32 map is coarse enough to
-        drown the shallow detail in a fusion (the project's METHOD.md evidence).
+        Stride 2 is mostly edges and noise. The last stage is kept: with
+        :class:`~captum_shallow.ShallowCAM`'s product fusion it gates the shallow
+        maps' noise (grid pointing 0.800 without it, 0.950 with it on Lite0;
+        docs/evidence.rst), while max or mean fusion would let its coarse map win.
         """
-        chosen = tuple(n for n, s in zip(self.layers, self.strides, strict=True) if 4 <= s <= 16)
-        return chosen or self.layers
+        return self.layers[self.layers.index(self.shallow) :]
 
     def map_size(self, layer: str) -> tuple[int, int]:
         """The map size of ``layer`` at the preset's input size.
