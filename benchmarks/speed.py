@@ -34,8 +34,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-SHALLOW_BLOCK = 1  # 56 x 56 at 224 px
-FUSED_BLOCKS = (1, 3, 5, 10)  # 56, 28, 28 and 14 px: shallow to mid-deep
+from captum_shallow import DEFAULT_TRUNCATION
+
+SHALLOW_BLOCK = 2  # 56 x 56 at 224 px: the preset's shallow block
+FUSED_BLOCKS = (2, 4, 10, 15)  # 56, 28, 14 and 7 px: ShallowCAM.from_model's blocks
 
 
 def build_methods(
@@ -43,20 +45,22 @@ def build_methods(
 ) -> dict[str, Callable[[], object]]:
     from captum.attr import LayerGradCam as CaptumLayerGradCam
 
-    from captum_shallow import DEFAULT_TRUNCATION, LayerCAM, ShallowCAM
+    from captum_shallow import LayerCAM, ShallowCAM
 
     blocks = model._blocks
     shallow = blocks[SHALLOW_BLOCK]
     fused = [blocks[i] for i in FUSED_BLOCKS]
     methods: dict[str, Callable[[], object]] = {
-        "captum LayerGradCam, block 1": lambda: CaptumLayerGradCam(model, shallow).attribute(
+        f"captum LayerGradCam, block {SHALLOW_BLOCK}": lambda: CaptumLayerGradCam(
+            model, shallow
+        ).attribute(inputs, target=target),
+        f"ours LayerCAM, block {SHALLOW_BLOCK}": lambda: LayerCAM(model, shallow).attribute(
             inputs, target=target
         ),
-        "ours LayerCAM, block 1": lambda: LayerCAM(model, shallow).attribute(inputs, target=target),
-        "ours LayerCAM soft q=.99, block 1": lambda: LayerCAM(
+        f"ours LayerCAM {DEFAULT_TRUNCATION}, block {SHALLOW_BLOCK}": lambda: LayerCAM(
             model, shallow, truncation=DEFAULT_TRUNCATION
         ).attribute(inputs, target=target),
-        "ours ShallowCAM, block 1": lambda: ShallowCAM(model, [shallow]).attribute(
+        f"ours ShallowCAM, block {SHALLOW_BLOCK}": lambda: ShallowCAM(model, [shallow]).attribute(
             inputs, target=target
         ),
         "ours ShallowCAM, 4 blocks": lambda: ShallowCAM(model, fused).attribute(
@@ -203,7 +207,7 @@ def main() -> None:
         f"EfficientNet-Lite0, batch {args.batch}, {args.size} px, {device_name}, "
         f"torch {torch.__version__}, median of {args.repeats} interleaved runs\n"
     )
-    floor = medians["captum LayerGradCam, block 1"]
+    floor = medians[f"captum LayerGradCam, block {SHALLOW_BLOCK}"]
     memory_head = " | extra peak MiB" if memory else ""
     print(f"| method | median s | / Captum LayerGradCam{memory_head} |")
     print("| --- | ---: | ---:" + (" | ---:" if memory else "") + " |")
@@ -212,11 +216,14 @@ def main() -> None:
         if memory:
             row += f" | {memory[name]:.0f}"
         print(row + " |")
-    ours = medians["ours LayerCAM soft q=.99, block 1"]
+    ours = medians[f"ours LayerCAM {DEFAULT_TRUNCATION}, block {SHALLOW_BLOCK}"]
     fused = medians["ours ShallowCAM, 4 blocks"]
-    single = medians["ours ShallowCAM, block 1"]
+    single = medians[f"ours ShallowCAM, block {SHALLOW_BLOCK}"]
     print()
-    print(f"truncated LayerCAM / Captum LayerGradCam, block 1: {ours / floor:.3f} (target <= 1.10)")
+    print(
+        f"LayerCAM {DEFAULT_TRUNCATION} / Captum LayerGradCam, block {SHALLOW_BLOCK}: "
+        f"{ours / floor:.3f} (target <= 1.10)"
+    )
     print(f"ShallowCAM 4 blocks / 1 block: {fused / single:.3f} (target <= 1.3)")
     for peer in ("pytorch-grad-cam LayerCAM, 4 blocks", "torchcam LayerCAM + fuse_cams, 4 blocks"):
         if peer in medians:
