@@ -242,10 +242,13 @@ def test_folder_dataset_with_labels_and_classes_files(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     (root / "street").mkdir(parents=True)
     rng = np.random.default_rng(1)
-    for name, (height, width) in {"a.png": (20, 24), "street/b.jpg": (26, 18)}.items():
+    sizes = {"a.png": (20, 24), "street/b.jpg": (26, 18), "c.png": (10, 12)}
+    for name, (height, width) in sizes.items():
         Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(root / name)
     (root / "classes.txt").write_text("cat\ndog\n# a comment\ncar\n")
-    (root / "labels.csv").write_text("image,classes\na.png,cat car\nstreet/b.jpg,dog\n")
+    (root / "labels.csv").write_text(
+        "image,classes\na.png,cat car\nstreet/b.jpg,dog\nc.png,\n"  # c: background only
+    )
     torch.save(build_model("resnet18", num_classes=3).state_dict(), tmp_path / "r3.pt")
     out = tmp_path / "out"
     args = ["pseudo-masks", "--dataset", "folder", "--root", str(root), "--arch", "resnet18"]
@@ -257,6 +260,9 @@ def test_folder_dataset_with_labels_and_classes_files(tmp_path: Path) -> None:
     assert set(np.unique(a).tolist()) <= {0, 1, 3}
     assert set(np.unique(b).tolist()) <= {0, 2}
     assert (b == 2).any()  # at threshold 0 the only class wins wherever its map is positive
+    c = np.array(Image.open(out / "c.png"))
+    assert c.shape == (10, 12)
+    assert not c.any()  # no class present: all background, and the run went on
 
 
 @pytest.mark.parametrize(
@@ -268,6 +274,13 @@ def test_folder_dataset_with_labels_and_classes_files(tmp_path: Path) -> None:
         ({"labels": b"name,labels\n"}, "must start with the header line 'image,classes'"),
         ({"classes": b"cat\ndog\n"}, "the model has 3 outputs but the dataset has 2 classes"),
         ({"--layers": "nonexistent"}, "nonexistent"),
+        (
+            {
+                "classes": "".join(f"c{i}\n" for i in range(255)).encode(),
+                "labels": b"image,classes\na.png,c0\n",
+            },
+            "255 classes do not fit VOC's one-byte label PNGs",
+        ),
     ],
 )
 def test_user_errors_are_one_line(

@@ -153,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
     method = cam_method(args.method)
     truncation = parse_truncation(args.truncation)
     jobs, classes = _list_jobs(args)
+    if len(classes) > 254:
+        # Mask labels are class + 1 in one byte, and 255 means "void" in VOC's format.
+        raise CLIError(
+            f"{len(classes)} classes do not fit VOC's one-byte label PNGs (at most 254 "
+            "classes besides the background)"
+        )
     if args.crf:
         _require_crf()
     # Not left to OMP_NUM_THREADS, which torchrun sets to 1: the thread count

@@ -97,10 +97,17 @@ def write_label_png(stream: IO[bytes], mask: npt.NDArray[np.uint8]) -> None:
 
     Args:
         stream (IO[bytes]): Binary stream to write to.
-        mask (ndarray): ``(H, W)`` uint8 labels.
+        mask (ndarray): ``(H, W)`` labels in 0..255.
+
+    Raises:
+        ValueError: For labels outside 0..255.
     """
     from PIL import Image
 
+    if mask.size and (int(mask.max()) > 255 or int(mask.min()) < 0):
+        raise ValueError(
+            f"labels {int(mask.min())}..{int(mask.max())} do not fit a VOC label PNG (0..255)"
+        )
     image = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
     image.putpalette(voc_palette())
     image.save(stream, format="PNG")

@@ -53,7 +53,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ._mask_files import MaskJob, write_label_png
-from ._segmentation import IRN_THRESHOLD, class_cams, dense_crf, pseudo_masks
+from ._segmentation import IRN_THRESHOLD, class_cams, dense_crf
 
 __all__ = [
     "CRASH_AFTER_ENV",
@@ -309,13 +309,17 @@ def _write_job(
 ) -> None:
     present = labels.nonzero().flatten()
     height, width = item["size"]
-    maps = F.interpolate(
-        cams[present][None].float(), (height, width), mode="bilinear", align_corners=False
-    )[0].clamp(min=0)
-    maps = maps / (maps.amax(dim=(1, 2), keepdim=True) + 1e-5)
-    full = maps.new_zeros(1, run.num_classes, height, width)
-    full[0, present] = maps
-    mask = pseudo_masks(full, labels[None], run.threshold)[0].cpu()
+    if present.numel():
+        maps = F.interpolate(
+            cams[present][None].float(), (height, width), mode="bilinear", align_corners=False
+        )[0].clamp(min=0)
+        maps = maps / (maps.amax(dim=(1, 2), keepdim=True) + 1e-5)
+    else:  # a background-only image: its mask is all background
+        maps = cams.new_zeros((0, height, width), dtype=torch.float32)
+    # IRN's argmax over {background = t} and the present classes only (as
+    # pseudo_masks does, without a dense (K, H, W) tensor of absent classes).
+    scores = torch.cat([maps.new_full((1, height, width), float(run.threshold)), maps])
+    mask = torch.cat([present.new_zeros(1), present + 1])[scores.argmax(dim=0)].cpu()
     if run.crf:
         mask = dense_crf(item["rgb"], mask)
     writer = run.writer or _replace_on_close
@@ -333,7 +337,7 @@ def _write_job(
     path = mask_path(run.out, job)
     path.parent.mkdir(parents=True, exist_ok=True)
     with writer(path) as stream:
-        write_label_png(stream, mask.numpy().astype(np.uint8))
+        write_label_png(stream, mask.numpy())
 
 
 @contextlib.contextmanager
