@@ -95,3 +95,18 @@ def test_voc_missing_data_says_where(tmp_path: Path) -> None:
         VOCWeakSegmentation(tmp_path, "val")
     with pytest.raises(ValueError, match="image_set"):
         VOCWeakSegmentation(tmp_path, "test")
+
+
+def test_voc_labels_come_from_the_full_resolution_mask(tmp_path: Path) -> None:
+    _write_voc(tmp_path)
+    # Shrunk 8x with nearest neighbours, image 2's dog survives but a one-pixel
+    # object would not; its label must, as in IRN.
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    mask = np.array(Image.open(voc / "SegmentationClass" / "2007_000002.png"))
+    mask[1, 1] = 15  # a one-pixel person
+    png = Image.fromarray(mask, mode="P")
+    png.putpalette(Image.open(voc / "SegmentationClass" / "2007_000001.png").getpalette())
+    png.save(voc / "SegmentationClass" / "2007_000002.png")
+    _, labels, small = VOCWeakSegmentation(tmp_path, size=(3, 4))[1]
+    assert not (small == 15).any()
+    assert labels.nonzero().flatten().tolist() == [11, 14]  # dog, person

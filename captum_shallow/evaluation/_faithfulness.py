@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torchvision.transforms.functional as TF
 from torch import Tensor
 
 from ._common import (
@@ -89,6 +88,9 @@ def _substrate(
         # Reflect padding needs kernel_size // 2 < side: shrink the kernel on tiny images.
         side = min(images.shape[-2:])
         kernel_size = min(kernel_size, 2 * side - 1)
+        # Imported here: torchvision's import is slow, and only the blur needs it.
+        import torchvision.transforms.functional as TF
+
         return TF.gaussian_blur(images, [kernel_size, kernel_size], [sigma, sigma])
     raise ValueError(f"substrate must be 'blur', 'zeros' or a tensor, got {substrate!r}")
 

@@ -123,13 +123,15 @@ class VOCWeakSegmentation(Dataset[tuple[Tensor, Tensor, Tensor]]):
         image = torch.from_numpy(np.asarray(picture.convert("RGB"), dtype=np.uint8).copy())
         image = image.permute(2, 0, 1).float() / 255
         mask = torch.from_numpy(np.asarray(target, dtype=np.uint8).copy()).long()
-        if self.size is not None:
-            image = F.interpolate(image[None], self.size, mode="bilinear", align_corners=False)[0]
-            mask = F.interpolate(mask[None, None].float(), self.size, mode="nearest")[0, 0].long()
+        # Labels from the full-resolution annotation, as IRN takes them: a small
+        # object that a resize would erase keeps its image-level label.
         present = mask.unique()
         present = present[(present > 0) & (present < len(VOC_CLASSES))]
         labels = torch.zeros(len(VOC_CLASSES) - 1)
         labels[present - 1] = 1.0
+        if self.size is not None:
+            image = F.interpolate(image[None], self.size, mode="bilinear", align_corners=False)[0]
+            mask = F.interpolate(mask[None, None].float(), self.size, mode="nearest")[0, 0].long()
         if self.transform is not None:
             image = self.transform(image)
         return image, labels, mask
