@@ -32,6 +32,8 @@ from ._segmentation import (
     dense_crf,
     evaluate_cams,
     iou_from_confusion,
+    irn_normalise,
+    present_class_maps,
     pseudo_masks,
 )
 from ._synthetic import (
@@ -75,10 +77,12 @@ __all__ = [
     "evaluate_cams",
     "grid_pointing_game",
     "iou_from_confusion",
+    "irn_normalise",
     "load_or_train_classifier",
     "make_grid_cases",
     "make_synthetic_split",
     "multilabel_metrics",
     "pointing_game",
+    "present_class_maps",
     "pseudo_masks",
 ]

@@ -6,9 +6,10 @@ disjoint and cover every job. Before any work each rank drops the jobs whose
 outputs already exist (resuming), then streams the rest through a
 :class:`~torch.utils.data.DataLoader` (decoding in worker processes).
 
-Per batch of images: the CAM of every present class (:func:`class_cams`, one
-pass per ``slots`` (image, class) pairs), upsampled bilinearly to the image's
-own size and normalised as IRN does, then :func:`pseudo_masks` at the
+Per batch of images: the CAM of every present class
+(:func:`present_class_maps`, one pass per ``slots`` (image, class) pairs),
+upsampled bilinearly once, from the map's size to the image's own size, and
+normalised as IRN does, then IRN's argmax (:func:`pseudo_masks`' rule) at the
 background threshold, optionally refined by :func:`dense_crf`.
 
 Determinism: CPU (and GPU) kernels may sum in another order when the batch
@@ -48,12 +49,12 @@ from typing import IO, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ._common import upsample
 from ._mask_files import MaskJob, write_label_png
-from ._segmentation import IRN_THRESHOLD, class_cams, dense_crf
+from ._segmentation import IRN_THRESHOLD, dense_crf, irn_normalise, present_class_maps
 
 __all__ = [
     "CRASH_AFTER_ENV",
@@ -290,9 +291,10 @@ def run_masks(
         if ready:
             inputs = torch.stack([item["input"] for item in ready]).to(run.device)
             labels = torch.stack([item["labels"] for item in ready]).to(run.device)
-            cams = class_cams(cam_fn, inputs, labels, batch_size=run.batch_size)
+            pairs, maps = present_class_maps(cam_fn, inputs, labels, batch_size=run.batch_size)
             for i, item in enumerate(ready):
-                _write_job(run, pending[item["index"]], cams[i], labels[i], item)
+                rows = pairs[:, 0] == i
+                _write_job(run, pending[item["index"]], pairs[rows, 1], maps[rows], item)
                 counts.written += 1
                 if crash_after and counts.written >= crash_after:
                     os._exit(3)  # as if killed: no cleanup, no summary
@@ -305,17 +307,12 @@ def run_masks(
 
 
 def _write_job(
-    run: MaskRun, job: MaskJob, cams: Tensor, labels: Tensor, item: dict[str, Any]
+    run: MaskRun, job: MaskJob, present: Tensor, raw_maps: Tensor, item: dict[str, Any]
 ) -> None:
-    present = labels.nonzero().flatten()
     height, width = item["size"]
-    if present.numel():
-        maps = F.interpolate(
-            cams[present][None].float(), (height, width), mode="bilinear", align_corners=False
-        )[0].clamp(min=0)
-        maps = maps / (maps.amax(dim=(1, 2), keepdim=True) + 1e-5)
-    else:  # a background-only image: its mask is all background
-        maps = cams.new_zeros((0, height, width), dtype=torch.float32)
+    # Upsampled once, from the map's own size straight to the image's, then
+    # normalised, as IRN does (a background-only image has no map at all).
+    maps = irn_normalise(upsample(raw_maps[:, None], (height, width)))[:, 0]
     # IRN's argmax over {background = t} and the present classes only (as
     # pseudo_masks does, without a dense (K, H, W) tensor of absent classes).
     scores = torch.cat([maps.new_full((1, height, width), float(run.threshold)), maps])

@@ -41,6 +41,8 @@ __all__ = [
     "dense_crf",
     "evaluate_cams",
     "iou_from_confusion",
+    "irn_normalise",
+    "present_class_maps",
     "pseudo_masks",
 ]
 
@@ -103,24 +105,77 @@ def class_cams(
         >>> cams.shape, cams[0, 1].abs().sum().item()
         (torch.Size([2, 3, 4, 4]), 0.0)
     """
-    images = check_images(images)
-    batch, _, height, width = images.shape
-    labels = _check_labels(labels, batch)
-    batch_size = check_positive_int(batch_size, "batch_size")
-    pairs = labels.nonzero()
+    batch, _, height, width = check_images(images).shape
+    pairs, maps = present_class_maps(cam_fn, images, labels, batch_size=batch_size)
     out = images.new_zeros(batch, labels.shape[1], height, width)
+    if pairs.shape[0]:
+        maps = irn_normalise(upsample(maps[:, None], (height, width)))[:, 0]
+        out[pairs[:, 0], pairs[:, 1]] = maps.to(out)
+    return out
+
+
+def present_class_maps(
+    cam_fn: CamFn,
+    images: Tensor,
+    labels: Tensor,
+    *,
+    batch_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """The raw CAM of every present class of every image, at the map's own size.
+
+    The (image, present class) pairs are expanded into a batch and ``cam_fn`` is
+    called on chunks of ``batch_size`` pairs. :func:`class_cams` upsamples and
+    normalises these to the input size; the pseudo-mask pipeline upsamples them
+    once, straight to each image's own size.
+
+    Args:
+        cam_fn (Callable): ``cam_fn(images (B, C, H, W), target (B,)) -> (B, 1, h, w)``.
+        images (Tensor): ``(N, C, H, W)`` model inputs.
+        labels (Tensor): ``(N, K)`` multi-hot image-level labels.
+        batch_size (int, optional): pairs per ``cam_fn`` call. Default: 16.
+
+    Returns:
+        tuple[Tensor, Tensor]: ``pairs`` ``(P, 2)`` (image index, class index),
+        in row-major order, and their detached float ``maps`` ``(P, h, w)``.
+
+    Examples::
+
+        >>> images = torch.rand(2, 3, 4, 4)
+        >>> labels = torch.tensor([[1, 0, 1], [0, 1, 0]])
+        >>> pairs, maps = present_class_maps(lambda x, t: x[:, :1, :2, :2], images, labels)
+        >>> pairs.tolist(), tuple(maps.shape)
+        ([[0, 0], [0, 2], [1, 1]], (3, 2, 2))
+    """
+    images = check_images(images)
+    labels = _check_labels(labels, images.shape[0])
+    batch_size = check_positive_int(batch_size, "batch_size")
+    pairs = labels.nonzero().to(images.device)
+    chunks = []
     for start in range(0, pairs.shape[0], batch_size):
-        image_idx, class_idx = pairs[start : start + batch_size].to(images.device).unbind(1)
+        image_idx, class_idx = pairs[start : start + batch_size].unbind(1)
         maps = cam_fn(images[image_idx], class_idx)
         if not isinstance(maps, Tensor) or maps.dim() != 4 or maps.shape[:2] != (len(image_idx), 1):
             shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
             raise ValueError(
                 f"cam_fn must return (B, 1, h, w) maps with B={len(image_idx)}, got {shape}"
             )
-        maps = upsample(maps.detach().float(), (height, width)).clamp(min=0)
-        maps = maps / (maps.amax(dim=(2, 3), keepdim=True) + 1e-5)
-        out[image_idx, class_idx] = maps[:, 0].to(out)
-    return out
+        chunks.append(maps.detach().float()[:, 0])
+    if not chunks:
+        return pairs, images.new_zeros((0, *images.shape[-2:]))
+    return pairs, torch.cat(chunks)
+
+
+def irn_normalise(maps: Tensor) -> Tensor:
+    r"""IRN's per-map normalisation over the last two dimensions:
+    :math:`\max(M, 0) / (\max_p M(p) + 10^{-5})`.
+
+    Examples::
+
+        >>> irn_normalise(torch.tensor([[[-1.0, 1.0], [2.0, 4.0]]])).round(decimals=4).tolist()
+        [[[0.0, 0.25], [0.5, 1.0]]]
+    """
+    maps = maps.clamp(min=0)
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + 1e-5)
 
 
 @torch.no_grad()
