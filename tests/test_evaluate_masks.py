@@ -166,3 +166,25 @@ def test_user_errors_are_one_line(
         _save(pred / "a.png", np.zeros((4, 4)))
         _save(gt / "a.png", np.full((4, 4), 30))
     _expect_error(["evaluate-masks", "--pred", str(pred), "--gt", str(gt)], message, capsys)
+
+
+def test_ground_truth_without_prediction_is_reported(
+    masks: tuple[Path, Path, list[np.ndarray], list[np.ndarray]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pred_dir, gt_dir, preds, gts = masks
+    (pred_dir / "img3.png").unlink()  # as if that image had failed
+    out = tmp_path / "table.json"
+    argv = ["evaluate-masks", "--pred", str(pred_dir), "--gt", str(gt_dir), "--json", str(out)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert err == f"note: 1 ground-truth masks in {gt_dir} have no prediction and are not scored\n"
+    table = json.loads(out.read_text())
+    assert table["images"] == 3
+    assert table["ground_truth_without_prediction"] == 1
+    confusion = sum(
+        confusion_matrix(torch.from_numpy(p), torch.from_numpy(g), len(VOC_CLASSES), 255)
+        for p, g in zip(preds[:3], gts[:3])
+    )
+    assert table["miou"] == pytest.approx(float(iou_from_confusion(confusion)[1]))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,16 @@ def run(args: argparse.Namespace) -> int:
             f"{len(missing)} of {len(files)} masks have no ground truth in {gt_dir}, "
             f"e.g. {missing[0]}"
         )
+    # A ground-truth folder often holds more than one split (VOC's
+    # SegmentationClass does), so masks without a prediction are counted and
+    # reported, not treated as an error: a failed image must not pass unseen.
+    scored = set(files)
+    unscored = sum(
+        1
+        for path in gt_dir.rglob("*.png")
+        if path.relative_to(gt_dir) not in scored
+        and not any(part.startswith(".") for part in path.relative_to(gt_dir).parts)
+    )
     confusion = torch.zeros(len(names), len(names), dtype=torch.long)
     for name in files:
         pred, gt = _read(pred_dir / name), _read(gt_dir / name)
@@ -100,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     iou, miou = iou_from_confusion(confusion)
     table = {
         "images": len(files),
+        "ground_truth_without_prediction": unscored,
         "classes": {
             label: (None if math.isnan(value) else value)
             for label, value in zip(names, iou.tolist(), strict=True)
@@ -108,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
         "confusion": confusion.tolist(),
     }
     print(_format_table(table))
+    if unscored:
+        print(
+            f"note: {unscored} ground-truth masks in {gt_dir} have no prediction and are "
+            "not scored",
+            file=sys.stderr,
+        )
     if args.json:
         with atomic_write(args.json) as stream:
             stream.write((json.dumps(table, indent=2) + "\n").encode())
