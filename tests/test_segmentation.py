@@ -97,8 +97,13 @@ def test_class_cams_expands_present_classes_and_normalises() -> None:
 def test_class_cams_upsamples_and_checks_output() -> None:
     images = torch.zeros(1, 3, 8, 8)
     labels = torch.tensor([[1]])
-    cams = class_cams(lambda x, t: torch.ones(len(x), 1, 2, 2), images, labels)
+    ramp = torch.tensor([[[[-1.0, 1.0], [2.0, 4.0]]]])
+    cams = class_cams(lambda x, t: ramp.expand(len(x), -1, -1, -1), images, labels)
     assert cams.shape == (1, 1, 8, 8)
+    upsampled = torch.nn.functional.interpolate(
+        ramp, size=(8, 8), mode="bilinear", align_corners=False
+    ).clamp(min=0)
+    torch.testing.assert_close(cams, upsampled / (upsampled.max() + 1e-5))
     with pytest.raises(ValueError, match="cam_fn must return"):
         class_cams(lambda x, t: torch.ones(len(x), 2, 2), images, labels)
     with pytest.raises(ValueError, match="multi-hot"):
