@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -13,6 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
+from .._atomic import open_temporary, replace_when_done
 from ._errors import CLIError
 
 
@@ -44,20 +44,11 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """
     target = Path(path)
     try:
-        handle, temporary = tempfile.mkstemp(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
-        )
+        handle, temporary = open_temporary(target)
     except OSError as error:
         raise CLIError(f"cannot write {target}: {error.strerror or error}") from None
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            yield stream
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes files private (0600)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    with replace_when_done(handle, temporary, target) as stream:
+        yield stream
 
 
 def make_folder(path: str | os.PathLike[str]) -> Path:
@@ -135,9 +126,3 @@ def write_arrays(path: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Path:
     with atomic_write(path) as stream:
         np.savez(stream, **arrays)  # type: ignore[arg-type]
     return Path(path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -42,7 +42,7 @@ import functools
 import io
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from .._atomic import atomic_write
 from ._common import upsample
 from ._mask_files import MaskJob, write_label_png
 from ._segmentation import IRN_THRESHOLD, dense_crf, irn_normalise, present_class_maps
@@ -158,7 +159,7 @@ class MaskRun:
             its own process's with :func:`torch.set_num_threads`). Default: 1.
         writer (Callable, optional): ``writer(path)`` opens a binary stream that
             appears under ``path`` only when closed without error.
-            Default: :func:`_replace_on_close`.
+            Default: ``captum_shallow._atomic.atomic_write``.
         mean, std (tuple[float, float, float]): Input normalisation (ImageNet's).
     """
 
@@ -319,7 +320,7 @@ def _write_job(
     mask = torch.cat([present.new_zeros(1), present + 1])[scores.argmax(dim=0)].cpu()
     if run.crf:
         mask = dense_crf(item["rgb"], mask)
-    writer = run.writer or _replace_on_close
+    writer = run.writer or atomic_write
     if run.save_cams:
         path = cams_path(run.out, job)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -335,18 +336,3 @@ def _write_job(
     path.parent.mkdir(parents=True, exist_ok=True)
     with writer(path) as stream:
         write_label_png(stream, mask.numpy())
-
-
-@contextlib.contextmanager
-def _replace_on_close(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Write ``.<name>.<pid>.tmp`` next to ``path``, then rename it to ``path``."""
-    target = Path(path)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            yield stream
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
