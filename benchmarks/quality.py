@@ -56,15 +56,8 @@ from captum_shallow import (
     ShallowCAM,
     fuse_maps,
 )
-from captum_shallow.evaluation import (
-    SYNTHETIC_CLASSES,
-    ThresholdSweep,
-    class_cams,
-    deletion_insertion,
-    grid_pointing_game,
-    make_grid_cases,
-)
-from captum_shallow.fusion import Fusion
+from captum_shallow.attribution import Fusion
+from captum_shallow.evaluation import deletion_insertion, grid_pointing_game, make_grid_cases
 from captum_shallow.models import (
     SAMPLE_PHOTOS,
     layer_preset,
@@ -73,6 +66,7 @@ from captum_shallow.models import (
     resolve_layers,
     sample_photo,
 )
+from captum_shallow.segmentation import SYNTHETIC_CLASSES, ThresholdSweep, class_cams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_wsss import benchmark_classifier

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from captum_shallow.evaluation import (
+from captum_shallow.segmentation import (
     SYNTHETIC_CLASSES,
     SyntheticConfig,
     SyntheticSplit,

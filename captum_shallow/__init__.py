@@ -2,14 +2,16 @@
 truncating the positive gradient, as Captum layer attributions."""
 
 from .attribution import (
+    DEFAULT_TRUNCATION,
     GradientTruncation,
     LayerCAM,
     LayerGradCam,
     LayerGradCamPlusPlus,
     LayerHiResCam,
     LayerXGradCam,
+    ShallowCAM,
+    fuse_maps,
 )
-from .fusion import DEFAULT_TRUNCATION, ShallowCAM, fuse_maps
 
 __version__ = "0.1.0"
 

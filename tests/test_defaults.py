@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation, ShallowCAM
-from captum_shallow.fusion import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
+from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
 from captum_shallow.models import build_model, load_model
 
 

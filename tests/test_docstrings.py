@@ -73,5 +73,5 @@ def test_documentation_page_examples_run(
 def test_every_module_is_collected() -> None:
     names = _modules()
     assert "captum_shallow.attribution._truncation" in names
-    assert "captum_shallow.evaluation._segmentation" in names
+    assert "captum_shallow.segmentation._irn" in names
     assert "captum_shallow.visualization" in names

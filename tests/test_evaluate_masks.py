@@ -12,14 +12,9 @@ import torch
 from PIL import Image
 
 from captum_shallow.cli import main
-from captum_shallow.evaluation import (
-    VOC_CLASSES,
-    ThresholdSweep,
-    confusion_matrix,
-    iou_from_confusion,
-    pseudo_masks,
-)
-from captum_shallow.evaluation._mask_files import voc_palette
+from captum_shallow.evaluation import confusion_matrix, iou_from_confusion
+from captum_shallow.segmentation import VOC_CLASSES, ThresholdSweep, pseudo_masks
+from captum_shallow.segmentation._mask_files import voc_palette
 
 
 def _save(path: Path, labels: np.ndarray, mode: str = "P") -> None:

@@ -327,19 +327,3 @@ def test_make_grid_cases_builds_all_arrangements() -> None:
     assert grid_pointing_game(maps, cases.cell).min().item() == 1.0
     with pytest.raises(ValueError, match="distinct"):
         make_grid_cases(tiles, torch.tensor([1, 1, 2, 3]))
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["_faithfulness", "_localisation", "_segmentation", "_voc", "_synthetic"],
-)
-def test_docstring_examples_run(module: str) -> None:
-    import doctest
-    import importlib
-
-    mod = importlib.import_module(f"captum_shallow.evaluation.{module}")
-    result = doctest.testmod(
-        mod, extraglobs={"torch": torch}, optionflags=doctest.NORMALIZE_WHITESPACE
-    )
-    assert result.attempted > 0
-    assert result.failed == 0

@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch import Tensor
 
-from captum_shallow.evaluation import (
+from captum_shallow.evaluation import confusion_matrix, iou_from_confusion
+from captum_shallow.segmentation import (
     DEFAULT_THRESHOLDS,
     ThresholdSweep,
     class_cams,
-    confusion_matrix,
     dense_crf,
     evaluate_cams,
-    iou_from_confusion,
     pseudo_masks,
 )
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_shallow.evaluation import (
+from captum_shallow.segmentation import (
     SYNTHETIC_CLASSES,
     SyntheticClassifier,
     SyntheticConfig,
@@ -20,7 +20,7 @@ from captum_shallow.evaluation import (
     make_synthetic_split,
     multilabel_metrics,
 )
-from captum_shallow.evaluation._synthetic import _cache_key, _shape_mask
+from captum_shallow.segmentation._synthetic import _cache_key, _shape_mask
 
 TINY = SyntheticConfig(
     image_size=32, num_train=96, num_test=32, min_object_size=8, max_object_size=14, seed=3

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
-from captum_shallow.evaluation import VOC_CLASSES, confusion_matrix, iou_from_confusion
-from captum_shallow.evaluation._mask_files import read_class_names, read_label_png
+from captum_shallow.evaluation import confusion_matrix, iou_from_confusion
+from captum_shallow.segmentation import VOC_CLASSES
+from captum_shallow.segmentation._mask_files import read_class_names, read_label_png
 
 from ._errors import CLIError
 from ._files import atomic_write

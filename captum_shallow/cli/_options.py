@@ -18,7 +18,7 @@ from torch import nn
 
 import captum_shallow
 from captum_shallow import GradientTruncation
-from captum_shallow.fusion import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
+from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
 from captum_shallow.models import (
     architectures,
     available_models,

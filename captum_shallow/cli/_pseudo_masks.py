@@ -4,7 +4,7 @@ One process, or many under ``torchrun`` (``torch.distributed``: gloo on the
 CPU, nccl on GPUs), each rank taking a disjoint shard. The run is resumable
 (finished images are skipped), every file is written atomically, unreadable
 images are reported and skipped, and the outputs do not depend on the number
-of processes (see :mod:`captum_shallow.evaluation._mask_pipeline`).
+of processes (see :mod:`captum_shallow.segmentation._mask_pipeline`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from captum_shallow import ShallowCAM, __version__
-from captum_shallow.evaluation._mask_files import MaskJob, folder_jobs, voc_jobs
-from captum_shallow.evaluation._mask_pipeline import MaskRun, RunCounts, run_masks, shard
-from captum_shallow.evaluation._segmentation import IRN_THRESHOLD
+from captum_shallow.segmentation._irn import IRN_THRESHOLD
+from captum_shallow.segmentation._mask_files import MaskJob, folder_jobs, voc_jobs
+from captum_shallow.segmentation._mask_pipeline import MaskRun, RunCounts, run_masks, shard
 
 from ._errors import CLIError
 from ._files import atomic_write, make_folder

@@ -1,7 +1,6 @@
-r"""Fusing layer maps into one high-resolution map: :func:`fuse_maps` and :class:`ShallowCAM`.
+r""":class:`ShallowCAM`: one high-resolution map fused from several layers.
 
-Deep layers know *what* the target is but see it coarsely; shallow layers see
-it sharply but noisily. :class:`ShallowCAM` computes a truncated CAM at several
+:class:`ShallowCAM` computes a truncated CAM at several
 layers in one forward and one backward pass and fuses them at the resolution of
 the shallowest one.
 """
@@ -9,22 +8,18 @@ the shallowest one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, cast
+from typing import Any
 
-import torch
-import torch.nn.functional as F
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from .attribution._cams import LayerCAM, _TruncatedLayerCAM
-from .attribution._hooks import format_inputs, layer_gradients_and_activations, layer_name
-from .attribution._truncation import GradientTruncation
-
-Fusion = Literal["max", "mean", "product"]
-_FUSIONS = ("max", "mean", "product")
+from ._cams import LayerCAM, _TruncatedLayerCAM
+from ._fusion import _FUSIONS, Fusion, fuse_maps
+from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from ._truncation import GradientTruncation
 
 #: The truncation for a single shallow layer (the command line's and the tutorials'
 #: default when truncation is asked for): soft, per-sample quantile 0.90. Of the
@@ -42,82 +37,6 @@ DEFAULT_FUSION: Fusion = "product"
 #: no truncation measured kept insertion AUC and WSSS mIoU at the untruncated level
 #: (docs/evidence.rst); pass one to trade coverage for concentration.
 DEFAULT_FUSED_TRUNCATION: GradientTruncation | None = None
-
-
-def fuse_maps(
-    maps: Sequence[Tensor],
-    output_size: tuple[int, int] | None = None,
-    fusion: Fusion = "max",
-    gamma: float | None = None,
-) -> Tensor:
-    r"""Fuse per-layer maps of shape ``(N, 1, h_l, w_l)`` into one ``(N, 1, h, w)`` map.
-
-    Each map is upsampled (bilinear) to ``output_size`` (default: the largest
-    map's size), made non-negative and divided by its per-sample maximum, then
-    optionally scaled by :math:`\tanh(\gamma M)` (LayerCAM's Eq. 9), combined by
-    elementwise ``max`` (LayerCAM), ``mean`` (pytorch-grad-cam) or ``product``
-    (RefineCAM), and divided by the per-sample maximum again, so every sample
-    with any positive evidence peaks at 1. A sample without any is all zeros.
-
-    Args:
-        maps (sequence of Tensor): Layer maps, each ``(N, 1, h, w)``.
-        output_size (tuple[int, int], optional): Size of the fused map.
-            Default: None (the largest input map's size)
-        fusion (str, optional): ``"max"``, ``"mean"`` or ``"product"``.
-            Default: ``"max"``
-        gamma (float, optional): Scale of the tanh, e.g. 2 as in LayerCAM; None
-            skips the scaling.
-            Default: None
-
-    Returns:
-        *Tensor*: the fused map, ``(N, 1, h, w)``, values in [0, 1].
-
-    Examples::
-
-        >>> import torch
-        >>> from captum_shallow import fuse_maps
-        >>> fine = torch.tensor([[[[0.0, 2.0], [0.0, 4.0]]]])
-        >>> coarse = torch.tensor([[[[3.0]]]])
-        >>> fuse_maps([fine, coarse], fusion="product")
-        tensor([[[[0.0000, 0.5000],
-                  [0.0000, 1.0000]]]])
-    """
-    if fusion not in _FUSIONS:
-        raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
-    if gamma is not None and not gamma > 0:
-        raise ValueError(f"gamma must be positive or None, got {gamma!r}")
-    if not maps:
-        raise ValueError("fuse_maps needs at least one map")
-    for index, item in enumerate(maps):
-        if not isinstance(item, Tensor) or item.dim() != 4 or item.shape[1] != 1:
-            shape = tuple(item.shape) if isinstance(item, Tensor) else type(item).__name__
-            raise ValueError(f"map {index} must have shape (N, 1, h, w), got {shape}")
-        if item.shape[0] != maps[0].shape[0]:
-            raise ValueError("all maps must have the same batch size")
-    if output_size is None:
-        output_size = cast(
-            tuple[int, int], max((tuple(m.shape[-2:]) for m in maps), key=lambda s: s[0] * s[1])
-        )
-    size = (int(output_size[0]), int(output_size[1]))
-    scaled = []
-    for item in maps:
-        if tuple(item.shape[-2:]) != size:
-            item = F.interpolate(item, size=size, mode="bilinear", align_corners=False)
-        item = _normalise(item.clamp(min=0))
-        scaled.append(torch.tanh(gamma * item) if gamma is not None else item)
-    stacked = torch.stack(scaled)
-    if fusion == "max":
-        fused = stacked.amax(dim=0)
-    elif fusion == "mean":
-        fused = stacked.mean(dim=0)
-    else:
-        fused = stacked.prod(dim=0)
-    return _normalise(fused)
-
-
-def _normalise(maps: Tensor) -> Tensor:
-    peak = maps.amax(dim=(1, 2, 3), keepdim=True)
-    return torch.where(peak > 0, maps / torch.where(peak > 0, peak, 1), 0.0)
 
 
 class ShallowCAM(LayerAttribution, GradientAttribution):
@@ -327,7 +246,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             ('product', [None, None, None, None])
         """
         # Imported here: the core does not need the models subpackage otherwise.
-        from .models import layer_preset, resolve_layers
+        from ..models import layer_preset, resolve_layers
 
         preset = layer_preset(model, input_size)
         return cls(model, resolve_layers(model, list(preset.fusion)), **kwargs)

@@ -53,9 +53,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .._atomic import atomic_write
-from ._common import upsample
+from ..evaluation._common import upsample
+from ._irn import IRN_THRESHOLD, dense_crf, irn_normalise, present_class_maps
 from ._mask_files import MaskJob, write_label_png
-from ._segmentation import IRN_THRESHOLD, dense_crf, irn_normalise, present_class_maps
 
 __all__ = [
     "CRASH_AFTER_ENV",
