@@ -19,9 +19,11 @@ from captum_shallow.evaluation import (
     boxes_to_masks,
     deletion_insertion,
     energy_pointing_game,
+    grid_extent,
     grid_pointing_game,
     make_grid_cases,
     pointing_game,
+    region_extent,
 )
 
 
@@ -327,3 +329,72 @@ def test_make_grid_cases_builds_all_arrangements() -> None:
     assert grid_pointing_game(maps, cases.cell).min().item() == 1.0
     with pytest.raises(ValueError, match="distinct"):
         make_grid_cases(tiles, torch.tensor([1, 1, 2, 3]))
+
+
+def _reference_extent(maps: Tensor, masks: Tensor, thresholds: list[float]) -> tuple[Any, Any]:
+    ious, covers = [], []
+    for m, r in zip(maps[:, 0].double(), masks, strict=True):
+        m = m.clamp(min=0)
+        m = m / m.max() if m.max() > 0 else m
+        row_iou, row_cov = [], []
+        for t in thresholds:
+            above = m > t
+            inter = (above & r).sum().item()
+            union = (above | r).sum().item()
+            row_iou.append(inter / union if union else 0.0)
+            row_cov.append(inter / r.sum().item())
+        ious.append(row_iou)
+        covers.append(row_cov)
+    return np.array(ious), np.array(covers)
+
+
+def test_region_extent_equals_a_direct_count() -> None:
+    generator = torch.Generator().manual_seed(3)
+    maps = torch.randn(5, 1, 6, 6, generator=generator)
+    maps[2] = -1.0  # no positive mass: covers nothing
+    masks = torch.rand(5, 6, 6, generator=generator) > 0.6
+    thresholds = [0.0, 0.1, 0.35, 0.5, 0.9]
+    extent = region_extent(maps, masks, thresholds)
+    iou, coverage = _reference_extent(maps, masks, thresholds)
+    np.testing.assert_allclose(extent.iou.numpy(), iou, atol=1e-12)
+    np.testing.assert_allclose(extent.coverage.numpy(), coverage, atol=1e-12)
+    assert extent.iou[2].abs().sum().item() == 0.0
+    assert extent.best_iou == pytest.approx(float(iou.mean(axis=0).max()))
+    assert extent.iou_at(0.5) == pytest.approx(float(iou[:, 3].mean()))
+    with pytest.raises(ValueError, match="not in the sweep"):
+        extent.iou_at(0.2)
+
+
+def test_grid_extent_cannot_be_won_by_collapsing_to_a_point() -> None:
+    # Target: the top-left cell of an 8 x 8 image. A map filling the cell and a map
+    # with one hot pixel in it both put all their mass in the cell (pointing 1.0),
+    # but only the first shows the cell's extent.
+    cells = torch.tensor([0, 0])
+    maps = torch.zeros(2, 1, 8, 8)
+    maps[0, 0, :4, :4] = 1.0
+    maps[1, 0, 1, 1] = 1.0
+    assert grid_pointing_game(maps, cells).tolist() == [1.0, 1.0]
+    extent = grid_extent(maps, cells)
+    assert extent.iou[:, 0].tolist() == [1.0, 1.0 / 16]
+    assert extent.coverage[:, 50].tolist() == [1.0, 1.0 / 16]
+
+
+def test_best_extent_is_invariant_to_monotone_sharpening_but_pointing_is_not() -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.rand(8, 1, 8, 8, generator=generator)
+    maps[:, :, :4, :4] += 1.0  # more evidence in the target cell
+    cells = torch.zeros(8, dtype=torch.long)
+    squared = maps**2
+    assert grid_pointing_game(squared, cells).mean() > grid_pointing_game(maps, cells).mean()
+    thresholds = [round(0.001 * i, 3) for i in range(1000)]
+    plain = grid_extent(maps, cells, thresholds=thresholds)
+    sharp = grid_extent(squared, cells, thresholds=thresholds)
+    assert sharp.best_iou == pytest.approx(plain.best_iou, abs=0.02)
+
+
+def test_extent_validates_thresholds() -> None:
+    maps, masks = torch.rand(1, 1, 2, 2), torch.ones(1, 2, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="increasing"):
+        region_extent(maps, masks, [0.5, 0.1])
+    with pytest.raises(ValueError, match="increasing"):
+        region_extent(maps, masks, [0.5, 1.0])

@@ -136,8 +136,8 @@ def test_threshold_sweep_equals_per_threshold_masks_and_irn_reference() -> None:
 
 def test_threshold_sweep_default_grid_and_validation() -> None:
     assert DEFAULT_THRESHOLDS[0] == 0.0
-    assert DEFAULT_THRESHOLDS[-1] == 0.6
-    assert len(DEFAULT_THRESHOLDS) == 61
+    assert DEFAULT_THRESHOLDS[-1] == 0.95
+    assert len(DEFAULT_THRESHOLDS) == 96
     with pytest.raises(ValueError, match="increasing"):
         ThresholdSweep(3, [0.2, 0.1])
     sweep = ThresholdSweep(3)

@@ -15,26 +15,34 @@ from ._faithfulness import (
     deletion_insertion,
 )
 from ._localisation import (
+    FIXED_EXTENT_THRESHOLD,
+    Extent,
     GridCases,
     boxes_to_masks,
     energy_pointing_game,
+    grid_extent,
     grid_pointing_game,
     make_grid_cases,
     pointing_game,
+    region_extent,
 )
 from ._miou import confusion_matrix, iou_from_confusion
 
 __all__ = [
+    "FIXED_EXTENT_THRESHOLD",
     "ConfidenceChange",
     "DeletionInsertion",
+    "Extent",
     "GridCases",
     "average_drop_increase",
     "boxes_to_masks",
     "confusion_matrix",
     "deletion_insertion",
     "energy_pointing_game",
+    "grid_extent",
     "grid_pointing_game",
     "iou_from_confusion",
     "make_grid_cases",
     "pointing_game",
+    "region_extent",
 ]

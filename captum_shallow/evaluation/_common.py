@@ -16,6 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 Probability = Literal["softmax", "sigmoid", "logits"]
+
+#: Thresholds on max-normalised maps swept by the extent metrics and by IRN's
+#: background threshold: 0.00 to 0.95 by 0.01 (SEAM's sweep stops at 0.60, but maps
+#: of deep layers and fused maps can peak higher).
+THRESHOLD_SWEEP: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(96))
 _PROBABILITIES = ("softmax", "sigmoid", "logits")
 
 

@@ -9,7 +9,13 @@ a ground-truth region :math:`R` (a mask, a box or a grid cell):
   :math:`\sum_{p \in R} M^+_p / \sum_p M^+_p`;
 - grid pointing game (Rao, Boehle and Schiele, 2022): the same share of positive
   mass, where :math:`R` is the cell of an :math:`n \times n` grid of tiles that
-  holds the target class.
+  holds the target class;
+- extent (:func:`region_extent`, :func:`grid_extent`): the IoU of the thresholded
+  map with :math:`R` and the share of :math:`R` it covers, over a sweep of
+  thresholds. The pointing scores rise under any monotone sharpening of the map
+  (squaring it, or a product of several maps), so a map collapsed to a few hot
+  pixels can win them; it cannot win the extent, and a best threshold shared by
+  all cases makes the extent invariant to a monotone rescaling of the maps.
 
 All functions are batched, run on the maps' device and need no gradient.
 """
@@ -17,21 +23,30 @@ All functions are batched, run on the maps' device and need no gradient.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ._common import check_maps, check_masks, check_positive_int, upsample
+from ._common import THRESHOLD_SWEEP, check_maps, check_masks, check_positive_int, upsample
 
 __all__ = [
+    "FIXED_EXTENT_THRESHOLD",
+    "Extent",
     "GridCases",
     "boxes_to_masks",
     "energy_pointing_game",
+    "grid_extent",
     "grid_pointing_game",
     "make_grid_cases",
     "pointing_game",
+    "region_extent",
 ]
+
+#: The fixed threshold of the extent metrics: 20% of the map's maximum, the
+#: threshold CAM (Zhou et al., 2016) uses to draw its localisation boxes.
+FIXED_EXTENT_THRESHOLD = 0.2
 
 
 @torch.no_grad()
@@ -208,14 +223,183 @@ def grid_pointing_game(
         [1.0, 0.0]
     """
     maps = check_maps(maps)
+    return energy_pointing_game(maps, _grid_masks(maps, cells, grid, size))
+
+
+class Extent(NamedTuple):
+    r"""Extent of maps against regions over a sweep of thresholds.
+
+    Attributes:
+        thresholds (Tensor): ``(T,)`` thresholds on the max-normalised maps.
+        iou (Tensor): ``(N, T)`` IoU of :math:`\{\hat M > t\}` with each region.
+        coverage (Tensor): ``(N, T)`` share of each region's pixels with
+            :math:`\hat M > t`.
+        area (Tensor): ``(N, T)`` share of the image's pixels with :math:`\hat M > t`.
+    """
+
+    thresholds: Tensor
+    iou: Tensor
+    coverage: Tensor
+    area: Tensor
+
+    def _index(self, threshold: float) -> int:
+        hits = (self.thresholds - float(threshold)).abs() < 1e-9
+        if not bool(hits.any()):
+            raise ValueError(f"threshold {threshold} is not in the sweep")
+        return int(hits.nonzero()[0, 0])
+
+    @property
+    def best_index(self) -> int:
+        """Index of the threshold with the highest mean IoU (the first on ties)."""
+        return int(self.iou.nanmean(dim=0).argmax())
+
+    @property
+    def best_threshold(self) -> float:
+        """The threshold, shared by all cases, with the highest mean IoU."""
+        return float(self.thresholds[self.best_index])
+
+    @property
+    def best_iou(self) -> float:
+        """Mean IoU over the cases at :attr:`best_threshold`."""
+        return float(self.iou[:, self.best_index].nanmean())
+
+    @property
+    def best_coverage(self) -> float:
+        """Mean share of the region covered at :attr:`best_threshold`."""
+        return float(self.coverage[:, self.best_index].nanmean())
+
+    def iou_at(self, threshold: float) -> float:
+        """Mean IoU at one threshold of the sweep."""
+        return float(self.iou[:, self._index(threshold)].nanmean())
+
+    def coverage_at(self, threshold: float) -> float:
+        """Mean share of the region covered at one threshold of the sweep."""
+        return float(self.coverage[:, self._index(threshold)].nanmean())
+
+    def area_at(self, threshold: float) -> float:
+        """Mean share of the image above one threshold of the sweep."""
+        return float(self.area[:, self._index(threshold)].nanmean())
+
+
+@torch.no_grad()
+def region_extent(
+    maps: Tensor, masks: Tensor, thresholds: Sequence[float] = THRESHOLD_SWEEP
+) -> Extent:
+    r"""How much of a region the map covers, and how tightly, over thresholds.
+
+    With :math:`\hat M = M^+ / \max_p M^+` the upsampled map's positive part
+    divided by its own maximum and :math:`P_t = \{p : \hat M_p > t\}`,
+
+    .. math::
+
+        \mathrm{IoU}_t = \frac{|P_t \cap R|}{|P_t \cup R|}, \qquad
+        \mathrm{coverage}_t = \frac{|P_t \cap R|}{|R|}.
+
+    A map without positive mass covers nothing (IoU 0). Report the IoU at the
+    threshold shared by all cases that maximises the mean (:attr:`Extent.best_iou`,
+    invariant to a monotone rescaling of the maps up to the sweep's step) and at a
+    fixed threshold (:data:`FIXED_EXTENT_THRESHOLD`).
+
+    Args:
+        maps (Tensor): ``(N, 1, h, w)`` maps, any resolution.
+        masks (Tensor): ``(N, H, W)`` boolean regions.
+        thresholds (sequence of float, optional): increasing thresholds in
+            :math:`[0, 1)`. Default: 0.00, 0.01, ..., 0.95.
+
+    Returns:
+        Extent: per-case IoU, coverage and area at every threshold; NaN rows
+        where the region is empty.
+
+    Examples::
+
+        >>> masks = torch.zeros(1, 4, 4, dtype=torch.bool)
+        >>> masks[0, :2] = True                       # the top half
+        >>> maps = torch.zeros(1, 1, 4, 4)
+        >>> maps[0, 0, :2, :2] = 1.0                  # the top-left quarter only
+        >>> extent = region_extent(maps, masks, thresholds=[0.0, 0.5])
+        >>> extent.iou.tolist(), extent.coverage.tolist()
+        ([[0.5, 0.5]], [[0.5, 0.5]])
+    """
+    maps = check_maps(maps)
+    masks = check_masks(masks, maps.shape[0]).to(maps.device)
+    levels = torch.as_tensor(list(thresholds), dtype=torch.float64, device=maps.device)
+    if levels.dim() != 1 or not levels.numel():
+        raise ValueError("thresholds must be a non-empty sequence of numbers")
+    if bool((levels[1:] <= levels[:-1]).any()) or bool((levels < 0).any() | (levels >= 1).any()):
+        raise ValueError("thresholds must be increasing and lie in [0, 1)")
+    positive = upsample(maps, (masks.shape[-2], masks.shape[-1])).clamp(min=0).flatten(1)
+    peak = positive.amax(dim=1, keepdim=True)
+    normalised = torch.where(peak > 0, positive / peak.clamp(min=torch.finfo(peak.dtype).tiny), 0)
+    # Each pixel falls into the bin of the number of thresholds strictly below its value;
+    # a reversed cumulative count then gives, per threshold, the pixels above it. Pixels
+    # of a map without positive mass are 0 and lie above no threshold >= 0.
+    bins = torch.searchsorted(levels, normalised.double().contiguous(), right=False)
+    region = masks.flatten(1)
+    count, steps = bins.shape[0], levels.numel() + 1
+    offset = torch.arange(count, device=maps.device)[:, None] * steps
+    above = torch.bincount((bins + offset).flatten(), minlength=count * steps).view(count, steps)
+    inside = torch.bincount((bins + offset)[region], minlength=count * steps).view(count, steps)
+    # pixels above threshold j: those in bins j + 1 .. T
+    pred = above.flip(1).cumsum(1).flip(1)[:, 1:].double()
+    inter = inside.flip(1).cumsum(1).flip(1)[:, 1:].double()
+    area = region.sum(dim=1, keepdim=True).double()
+    union = pred + area - inter
+    iou = torch.where(union > 0, inter / union.clamp(min=1), 0.0)
+    coverage = inter / area.clamp(min=1)
+    empty = area[:, 0] == 0
+    iou[empty] = float("nan")
+    coverage[empty] = float("nan")
+    return Extent(levels, iou, coverage, pred / region.shape[1])
+
+
+@torch.no_grad()
+def grid_extent(
+    maps: Tensor,
+    cells: Tensor,
+    grid: int = 2,
+    size: tuple[int, int] | None = None,
+    thresholds: Sequence[float] = THRESHOLD_SWEEP,
+) -> Extent:
+    r"""Extent of maps on the grid pointing game: :func:`region_extent` with the
+    target's cell as the region.
+
+    A cell is a square holding object and background, so the IoU also rewards
+    coarse blobs; read it beside the pointing score and let exact masks decide
+    (:mod:`captum_shallow.segmentation`).
+
+    Args:
+        maps (Tensor): ``(N, 1, h, w)`` maps.
+        cells (Tensor): ``(N,)`` index of the target's cell, row-major.
+        grid (int, optional): :math:`n`. Default: 2.
+        size (tuple[int, int], optional): the grid image's ``(H, W)``.
+            Default: None (the maps' own size).
+        thresholds (sequence of float, optional): as in :func:`region_extent`.
+            Default: 0.00, 0.01, ..., 0.95.
+
+    Returns:
+        Extent: per-case IoU, coverage and area at every threshold.
+
+    Examples::
+
+        >>> maps = torch.zeros(2, 1, 4, 4)
+        >>> maps[:, :, :2, 2:] = 1.0   # the top-right cell (index 1)
+        >>> extent = grid_extent(maps, torch.tensor([1, 0]), thresholds=[0.0, 0.5])
+        >>> extent.iou.tolist(), extent.best_iou
+        ([[1.0, 1.0], [0.0, 0.0]], 0.5)
+    """
+    maps = check_maps(maps)
+    masks = _grid_masks(maps, cells, grid, size)
+    return region_extent(maps, masks, thresholds)
+
+
+def _grid_masks(maps: Tensor, cells: Tensor, grid: int, size: tuple[int, int] | None) -> Tensor:
     grid = check_positive_int(grid, "grid")
     if not isinstance(cells, Tensor) or cells.dim() != 1 or cells.shape[0] != maps.shape[0]:
         raise ValueError(f"cells must be a (N,) tensor with N = {maps.shape[0]}")
     if cells.numel() and (int(cells.min()) < 0 or int(cells.max()) >= grid * grid):
         raise ValueError(f"cells must lie in 0..{grid * grid - 1} for a {grid}x{grid} grid")
     out_size = (maps.shape[-2], maps.shape[-1]) if size is None else size
-    masks = _cell_masks(grid, out_size, maps.device)[cells.to(maps.device).long()]
-    return energy_pointing_game(maps, masks)
+    return _cell_masks(grid, out_size, maps.device)[cells.to(maps.device).long()]
 
 
 class GridCases(NamedTuple):

@@ -14,7 +14,8 @@ Segmentation with Inter-pixel Relations" (IRN), ``step/eval_cam.py``:
    :math:`IoU_c = C_{cc} / (\sum_j C_{cj} + \sum_i C_{ic} - C_{cc})`,
    mIoU = nanmean over classes;
 4. mIoU at :math:`t = 0.15` and the best over :math:`t \in \{0.00, 0.01, ..,
-   0.60\}` (SEAM's curve), optionally after dense-CRF refinement.
+   0.95\}` (SEAM's curve stops at 0.60; deep layers' maps peak higher),
+   optionally after dense-CRF refinement.
 
 Labels: 0 is the background and class :math:`c` of the classifier (0-based) is
 segmentation label :math:`c + 1`, as in VOC.
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..evaluation._common import check_images, check_positive_int, upsample
+from ..evaluation._common import THRESHOLD_SWEEP, check_images, check_positive_int, upsample
 from ..evaluation._miou import check_segmentation, confusion_matrix, iou_from_confusion
 
 __all__ = [
@@ -47,8 +48,9 @@ __all__ = [
 
 #: IRN's background threshold ``cam_eval_thres``.
 IRN_THRESHOLD = 0.15
-#: SEAM's sweep of the background threshold, 0.00 to 0.60 by 0.01.
-DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.01 * i, 2) for i in range(61))
+#: The sweep of the background threshold, 0.00 to 0.95 by 0.01: SEAM's 0.00..0.60
+#: extended, because maps of deep layers and fused maps can peak above 0.60.
+DEFAULT_THRESHOLDS: tuple[float, ...] = THRESHOLD_SWEEP
 
 CamFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -276,7 +278,7 @@ class ThresholdSweep:
     Args:
         num_classes (int): labels including the background (``K + 1``).
         thresholds (Sequence[float], optional): increasing background
-            thresholds. Default: 0.00, 0.01, ..., 0.60.
+            thresholds. Default: 0.00, 0.01, ..., 0.95.
         ignore_index (int, optional): ground-truth label to skip. Default: 255.
 
     Examples::
@@ -454,7 +456,7 @@ def evaluate_cams(
             masks (N, H, W) in 0..K or ignore_index)``, e.g. a DataLoader.
         num_classes (int): labels including the background, ``K + 1``.
         thresholds (Sequence[float], optional): background thresholds.
-            Default: 0.00 .. 0.60 by 0.01.
+            Default: 0.00 .. 0.95 by 0.01.
         batch_size (int, optional): (image, class) pairs per ``cam_fn`` call.
             Default: 16.
         ignore_index (int, optional): ground truth to skip. Default: 255.
