@@ -10,7 +10,9 @@ from .attribution import (
     LayerHiResCam,
     LayerXGradCam,
     ShallowCAM,
+    TaskDefaults,
     fuse_maps,
+    task_defaults,
 )
 
 __version__ = "0.1.0"
@@ -24,6 +26,8 @@ __all__ = [
     "LayerHiResCam",
     "LayerXGradCam",
     "ShallowCAM",
+    "TaskDefaults",
     "__version__",
     "fuse_maps",
+    "task_defaults",
 ]

@@ -6,8 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation, ShallowCAM
-from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
+from captum_shallow import (
+    DEFAULT_TRUNCATION,
+    GradientTruncation,
+    ShallowCAM,
+    TaskDefaults,
+    task_defaults,
+)
+from captum_shallow.attribution import (
+    DEFAULT_FUSED_TRUNCATION,
+    DEFAULT_FUSION,
+    TASK_DEFAULTS,
+    _defaults,
+)
 from captum_shallow.models import build_model, load_model
 
 
@@ -67,3 +78,89 @@ def test_from_model_refuses_a_model_without_a_preset() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     with pytest.raises(ValueError, match="no layer preset"):
         ShallowCAM.from_model(model)
+
+
+def test_both_tasks_hold_the_documented_defaults() -> None:
+    for task in ("localisation", "segmentation"):
+        defaults = task_defaults(task)
+        assert (defaults.fusion, defaults.truncation) == (DEFAULT_FUSION, DEFAULT_FUSED_TRUNCATION)
+        assert (defaults.propagation, defaults.gates, defaults.threshold) == (None, "layers", 0.15)
+    assert tuple(TASK_DEFAULTS) == ("localisation", "segmentation")
+
+
+def test_the_task_fills_what_is_not_given_and_explicit_arguments_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten())
+    layers = [net[0], net[2]]
+    segmentation = TaskDefaults(
+        fusion="geometric",
+        truncation=DEFAULT_TRUNCATION,
+        propagation="positive",
+        gates="relu",
+        threshold=0.05,
+    )
+    monkeypatch.setattr(_defaults, "TASK_DEFAULTS", {**TASK_DEFAULTS, "segmentation": segmentation})
+    cam = ShallowCAM(net, layers, task="segmentation")
+    assert (cam.fusion, cam.truncations, cam.propagation, cam.gates, cam.task) == (
+        "geometric",
+        [DEFAULT_TRUNCATION] * 2,
+        "positive",
+        "relu",
+        "segmentation",
+    )
+    explicit = ShallowCAM(
+        net, layers, task="segmentation", truncation=None, propagation=None, fusion="max"
+    )
+    assert (explicit.fusion, explicit.truncations, explicit.propagation, explicit.gates) == (
+        "max",
+        [None, None],
+        None,
+        None,
+    )
+    assert ShallowCAM(net, layers, task="segmentation", gates="layers").gates == "layers"
+    assert ShallowCAM(net, layers).propagation is None  # localisation is untouched
+
+
+def test_from_model_passes_the_task(resnet: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:
+    segmentation = TaskDefaults(
+        fusion="mean", truncation=None, propagation="positive", gates="layers", threshold=0.1
+    )
+    monkeypatch.setattr(_defaults, "TASK_DEFAULTS", {**TASK_DEFAULTS, "segmentation": segmentation})
+    cam = ShallowCAM.from_model(resnet, task="segmentation", gamma=2.0)
+    assert (cam.task, cam.fusion, cam.propagation, cam.gates, cam.gamma) == (
+        "segmentation",
+        "mean",
+        "positive",
+        "layers",
+        2.0,
+    )
+    assert repr(cam).endswith("propagation='positive', gates='layers', task='segmentation')")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"fusion": "median"}, ValueError, "TaskDefaults: fusion must be one of"),
+        ({"truncation": "soft"}, TypeError, "TaskDefaults: truncation must be a GradientTrunc"),
+        ({"propagation": "negative"}, ValueError, "propagation must be a GradientTruncation"),
+        ({"gates": "all"}, ValueError, "TaskDefaults: gates must be one of"),
+        ({"threshold": 1.5}, ValueError, r"TaskDefaults: threshold must lie in \[0, 1\]"),
+        ({"threshold": "0.1"}, TypeError, "TaskDefaults: threshold must be a number"),
+    ],
+)
+def test_task_defaults_are_validated(kwargs: dict, error: type[Exception], message: str) -> None:
+    values = {
+        "fusion": "product",
+        "truncation": None,
+        "propagation": None,
+        "gates": "layers",
+        "threshold": 0.15,
+    }
+    with pytest.raises(error, match=message):
+        TaskDefaults(**{**values, **kwargs})
+
+
+def test_an_unknown_task_is_refused(resnet: nn.Module) -> None:
+    with pytest.raises(ValueError, match=r"task must be one of \('localisation', 'segmentation'\)"):
+        ShallowCAM.from_model(resnet, task="detection")

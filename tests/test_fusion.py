@@ -192,3 +192,48 @@ def test_fuse_maps_refuses_bad_shapes() -> None:
         fuse_maps([torch.zeros(2, 1, 4, 4), torch.zeros(3, 1, 2, 2)])
     with pytest.raises(ValueError, match="at least one map"):
         fuse_maps([])
+
+
+def test_geometric_fusion_on_hand_made_maps() -> None:
+    fine = torch.tensor([[[[0.0, 2.0], [1.0, 4.0]]]])
+    coarse = torch.tensor([[[[1.0, 4.0], [4.0, 1.0]]]])
+    # Normalised: fine / 4 and coarse / 4; sqrt of their product, then / its max.
+    root = torch.tensor([[[[0.0, 0.5 * 2**0.5], [0.5, 0.5]]]])
+    torch.testing.assert_close(
+        fuse_maps([fine, coarse], fusion="geometric"), root / root.max(), rtol=1e-6, atol=0
+    )
+
+
+def test_geometric_fusion_keeps_small_values_that_the_product_underflows() -> None:
+    maps = [torch.full((1, 1, 2, 2), 1e-20) for _ in range(4)]
+    for item in maps:
+        item[0, 0, 0, 0] = 1.0
+    maps[0][0, 0, 1, 1] = 0.0  # one zero keeps the pixel at zero
+    assert bool((fuse_maps(maps, fusion="product").flatten()[1:] == 0).all())
+    torch.testing.assert_close(
+        fuse_maps(maps, fusion="geometric"), torch.tensor([[[[1.0, 1e-20], [1e-20, 0.0]]]])
+    )
+
+
+def test_geometric_fusion_ranks_pixels_as_the_product_does() -> None:
+    generator = torch.Generator().manual_seed(3)
+    maps = [torch.rand(2, 1, 6, 6, generator=generator, dtype=torch.float64) for _ in range(3)]
+    maps[1][0, 0, :2] = 0.0
+    geometric = fuse_maps(maps, fusion="geometric").flatten(1)
+    product = fuse_maps(maps, fusion="product").flatten(1)
+    for g, p in zip(geometric, product):
+        assert torch.equal(torch.sign(g[:, None] - g[None, :]), torch.sign(p[:, None] - p[None, :]))
+    torch.testing.assert_close(geometric, product ** (1 / 3), rtol=1e-12, atol=0)
+
+
+def test_geometric_fusion_has_finite_gradients_through_zeros() -> None:
+    maps = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]], requires_grad=True)
+    fused = fuse_maps([maps, maps.detach() + 1], fusion="geometric")
+    (gradient,) = torch.autograd.grad(fused.sum(), maps)
+    assert bool(torch.isfinite(gradient).all())
+
+
+def test_shallowcam_takes_geometric_fusion(net: ThreeStageNet, images: Tensor) -> None:
+    cam = ShallowCAM(net, _layers(net), fusion="geometric")
+    fused, layer_maps = cam.attribute(images, target=1, return_layer_maps=True)
+    torch.testing.assert_close(fused, fuse_maps(layer_maps, fusion="geometric"), rtol=0, atol=0)

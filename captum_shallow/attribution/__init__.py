@@ -1,5 +1,6 @@
 """Every Captum ``LayerAttribution`` of the package: the CAM family, the fused
-:class:`ShallowCAM`, and the gradient truncation they take."""
+:class:`ShallowCAM`, the gradient truncation they take, and ShallowCAM's
+defaults per task."""
 
 from ._cams import (
     LayerCAM,
@@ -8,6 +9,7 @@ from ._cams import (
     LayerHiResCam,
     LayerXGradCam,
 )
+from ._defaults import TASK_DEFAULTS, TaskDefaults, task_defaults
 from ._fusion import Fusion, fuse_maps
 from ._shallowcam import (
     DEFAULT_FUSED_TRUNCATION,
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_FUSED_TRUNCATION",
     "DEFAULT_FUSION",
     "DEFAULT_TRUNCATION",
+    "TASK_DEFAULTS",
     "Fusion",
     "GradientTruncation",
     "LayerCAM",
@@ -29,5 +32,7 @@ __all__ = [
     "LayerHiResCam",
     "LayerXGradCam",
     "ShallowCAM",
+    "TaskDefaults",
     "fuse_maps",
+    "task_defaults",
 ]

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from ._propagation import Gates, Propagation, describe_gates, propagation_settings
 from ._truncation import GradientTruncation
 
 # The same denominators' epsilons as pytorch-grad-cam, so that without
@@ -52,6 +53,8 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         device_ids: list[int] | None = None,
         multiply_by_inputs: bool = True,
         truncation: GradientTruncation | None = None,
+        propagation: Propagation | None = None,
+        gates: Gates | None = None,
     ) -> None:
         r"""
         Args:
@@ -74,6 +77,18 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
                         layer gradient before weighting. None gives the published
                         method unchanged.
                         Default: None
+            propagation (GradientTruncation or str, optional): Truncation of
+                        the gradient while it propagates back through the
+                        ``gates`` (``"positive"``: keep its positive part);
+                        needs ``gates``. None leaves the backward pass as is.
+                        Default: None
+            gates (sequence of torch.nn.Module or str, optional): Where
+                        ``propagation`` acts: modules of the model, gated at
+                        each of their calls; ``"relu"``, the output of every
+                        call of every ReLU-family module; or ``"relu-below"``,
+                        those calls made before the layer returns. The layer
+                        reads its gradient before its own gate's truncation.
+                        Default: None
         """
         if truncation is not None and not isinstance(truncation, GradientTruncation):
             raise TypeError(
@@ -85,6 +100,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
         self._multiply_by_inputs = bool(multiply_by_inputs)
         self.truncation = truncation
+        self.propagation, self.gates = propagation_settings(forward_func, propagation, gates)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -196,6 +212,8 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
             device_ids=self.device_ids,
             attribute_to_layer_input=attribute_to_layer_input,
             grad_kwargs=grad_kwargs,
+            propagation=self.propagation,
+            gates=self.gates,
         )
         if self.needs_spatial:
             for activation in activations:
@@ -222,7 +240,11 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
 
     def __repr__(self) -> str:
         layer = layer_name(self.forward_func, cast(Module, self.layer))
-        return f"{type(self).__name__}(layer={layer!r}, truncation={self.truncation!r})"
+        text = f"{type(self).__name__}(layer={layer!r}, truncation={self.truncation!r}"
+        if self.propagation is not None:
+            gates = describe_gates(self.forward_func, self.gates)
+            text += f", propagation={self.propagation!r}, gates={gates!r}"
+        return text + ")"
 
 
 class LayerGradCam(_TruncatedLayerCAM):

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-Fusion = Literal["max", "mean", "product"]
-_FUSIONS = ("max", "mean", "product")
+Fusion = Literal["max", "mean", "product", "geometric"]
+_FUSIONS = ("max", "mean", "product", "geometric")
 
 
 def fuse_maps(
@@ -29,15 +29,24 @@ def fuse_maps(
     Each map is upsampled (bilinear) to ``output_size`` (default: the largest
     map's size), made non-negative and divided by its per-sample maximum, then
     optionally scaled by :math:`\tanh(\gamma M)` (LayerCAM's Eq. 9), combined by
-    elementwise ``max`` (LayerCAM), ``mean`` (pytorch-grad-cam) or ``product``
-    (RefineCAM), and divided by the per-sample maximum again, so every sample
-    with any positive evidence peaks at 1. A sample without any is all zeros.
+    elementwise ``max`` (LayerCAM), ``mean`` (pytorch-grad-cam), ``product``
+    (RefineCAM) or ``geometric``, the geometric mean
+    :math:`(\prod_{l=1}^{L} M_l)^{1/L}`, and divided by the per-sample maximum
+    again, so every sample with any positive evidence peaks at 1. A sample
+    without any is all zeros.
+
+    The geometric mean ranks pixels as the product does, but keeps a usable
+    range: a product of :math:`L` maps in [0, 1] is tiny everywhere but at a few
+    pixels, which thresholds and colour maps cannot use. It is computed as
+    :math:`\exp(\frac{1}{L}\sum_l \log M_l)`, so small positive values do not
+    underflow to 0 in float32; a pixel where any map is 0 stays 0.
 
     Args:
         maps (sequence of Tensor): Layer maps, each ``(N, 1, h, w)``.
         output_size (tuple[int, int], optional): Size of the fused map.
             Default: None (the largest input map's size)
-        fusion (str, optional): ``"max"``, ``"mean"`` or ``"product"``.
+        fusion (str, optional): ``"max"``, ``"mean"``, ``"product"`` or
+            ``"geometric"``.
             Default: ``"max"``
         gamma (float, optional): Scale of the tanh, e.g. 2 as in LayerCAM; None
             skips the scaling.
@@ -54,6 +63,9 @@ def fuse_maps(
         >>> coarse = torch.tensor([[[[3.0]]]])
         >>> fuse_maps([fine, coarse], fusion="product")
         tensor([[[[0.0000, 0.5000],
+                  [0.0000, 1.0000]]]])
+        >>> fuse_maps([fine, coarse], fusion="geometric")
+        tensor([[[[0.0000, 0.7071],
                   [0.0000, 1.0000]]]])
     """
     if fusion not in _FUSIONS:
@@ -84,9 +96,20 @@ def fuse_maps(
         fused = stacked.amax(dim=0)
     elif fusion == "mean":
         fused = stacked.mean(dim=0)
-    else:
+    elif fusion == "product":
         fused = stacked.prod(dim=0)
+    else:
+        fused = _geometric_mean(stacked)
     return _normalise(fused)
+
+
+def _geometric_mean(stacked: Tensor) -> Tensor:
+    """``(prod_l M_l)^(1/L)`` over dimension 0 of non-negative maps, in log space."""
+    positive = stacked > 0
+    # log(1) = 0 stands in for the zeros, which the mask puts back: no -inf, so
+    # a graph through the maps (create_graph) gets finite gradients.
+    logs = torch.where(positive, stacked, 1.0).log()
+    return torch.where(positive.all(dim=0), logs.mean(dim=0).exp(), 0.0)
 
 
 def _normalise(maps: Tensor) -> Tensor:

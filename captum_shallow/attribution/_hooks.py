@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -23,6 +23,9 @@ from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum._utils.typing import TargetType
 from torch import Tensor
 from torch.nn import Module
+
+if TYPE_CHECKING:
+    from ._propagation import Gates, Propagation
 
 LayerTensors = tuple[Tensor, ...]
 
@@ -136,12 +139,22 @@ def layer_gradients_and_activations(
     device_ids: list[int] | None,
     attribute_to_layer_input: bool,
     grad_kwargs: dict[str, Any] | None,
+    propagation: Propagation | None = None,
+    gates: Gates | None = None,
 ) -> list[tuple[LayerTensors, LayerTensors]]:
     """Gradients of the target and activations at each layer, in one forward/backward.
+
+    ``propagation`` (a GradientTruncation, ``"positive"`` or None) and ``gates``
+    (modules of the model, ``"relu"``, ``"relu-below"`` or ``"layers"``) truncate
+    the gradient while it propagates (``captum_shallow.attribution._propagation``);
+    either None leaves the backward pass untouched.
 
     Returns:
         *list* of ``(gradients, activations)``, one pair of tensor tuples per layer.
     """
+    # Imported here: _propagation names modules with this module's layer_name.
+    from ._propagation import propagation_gates
+
     check_layers(forward_func, layers)
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
@@ -172,16 +185,23 @@ def layer_gradients_and_activations(
     flags = [tensor.requires_grad for tensor in inputs]
     handles = [layer.register_forward_hook(count_call) for layer in layers]
     try:
-        gradients, activations = compute_layer_gradients_and_eval(
-            checked_forward,
-            list(layers),
-            inputs,
-            target,
-            additional_forward_args,
-            device_ids=device_ids,
+        with propagation_gates(
+            forward_func,
+            layers,
+            propagation,
+            gates,
             attribute_to_layer_input=attribute_to_layer_input,
-            grad_kwargs=grad_kwargs,
-        )
+        ):
+            gradients, activations = compute_layer_gradients_and_eval(
+                checked_forward,
+                list(layers),
+                inputs,
+                target,
+                additional_forward_args,
+                device_ids=device_ids,
+                attribute_to_layer_input=attribute_to_layer_input,
+                grad_kwargs=grad_kwargs,
+            )
     except (AssertionError, StopIteration, KeyError) as error:
         silent = [layer for layer in layers if not calls[layer]]
         if silent:

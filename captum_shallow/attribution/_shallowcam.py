@@ -7,8 +7,9 @@ the shallowest one.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
@@ -17,8 +18,10 @@ from torch import Tensor
 from torch.nn import Module
 
 from ._cams import LayerCAM, _TruncatedLayerCAM
+from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from ._propagation import GATE_KEYWORDS, Gates, Propagation, describe_gates, propagation_settings
 from ._truncation import GradientTruncation
 
 #: The truncation for a single shallow layer (the command line's and the tutorials'
@@ -29,14 +32,25 @@ from ._truncation import GradientTruncation
 #: WSSS everywhere (docs/evidence.rst).
 DEFAULT_TRUNCATION = GradientTruncation("soft", quantile=0.90)
 
-#: :class:`ShallowCAM`'s fusion: the product lets the deep stage gate the shallow
-#: maps' noise (chosen by the rule in docs/evidence.rst).
-DEFAULT_FUSION: Fusion = "product"
+#: :class:`ShallowCAM`'s fusion for the ``"localisation"`` task (its constructor
+#: default): ``task_defaults("localisation").fusion``.
+DEFAULT_FUSION: Fusion = TASK_DEFAULTS["localisation"].fusion
 
-#: :class:`ShallowCAM`'s truncation: none. With product fusion through the last stage,
-#: no truncation measured kept insertion AUC and WSSS mIoU at the untruncated level
-#: (docs/evidence.rst); pass one to trade coverage for concentration.
-DEFAULT_FUSED_TRUNCATION: GradientTruncation | None = None
+#: :class:`ShallowCAM`'s truncation for the ``"localisation"`` task (its constructor
+#: default): ``task_defaults("localisation").truncation``.
+DEFAULT_FUSED_TRUNCATION: GradientTruncation | None = TASK_DEFAULTS["localisation"].truncation
+
+
+class _TaskDefault(enum.Enum):
+    """Marks an argument left to the task's default, so that an explicit None means off."""
+
+    TASK_DEFAULT = "task default"
+
+    def __repr__(self) -> str:
+        return "<task default>"
+
+
+_TASK_DEFAULT: Final = _TaskDefault.TASK_DEFAULT
 
 
 class ShallowCAM(LayerAttribution, GradientAttribution):
@@ -48,7 +62,17 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
     the shallowest layer's resolution. All layers come from one forward and one
     backward pass.
 
-    The truncation rule and its default are reconstructions: the paper
+    With ``propagation`` on, the gradient is also truncated while it flows back
+    through the ``gates`` (by default the layers deeper than the shallowest):
+    each layer reads :math:`G_l` after the truncation at every gate above it,
+    and before its own gate's.
+
+    Each default comes from the ``task`` (:func:`~captum_shallow.task_defaults`):
+    ``"localisation"``, the map to look at, or ``"segmentation"``, the map to
+    threshold into pseudo-masks. An argument passed explicitly always wins;
+    ``truncation=None`` or ``propagation=None`` turns that step off.
+
+    The truncation rules and their defaults are reconstructions: the paper
     (arXiv 2308.02118) names only "truncating the positive gradient".
 
     Args:
@@ -62,13 +86,27 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         truncation (GradientTruncation, sequence or None, optional): One
             truncation for all layers, one per layer, or None to turn the
             denoiser off.
-            Default: ``DEFAULT_FUSED_TRUNCATION`` (None: with product fusion the
-            deep layer already gates the shallow noise; docs/evidence.rst)
-        fusion (str, optional): ``"max"``, ``"mean"`` or ``"product"``.
-            Default: ``DEFAULT_FUSION`` (``"product"``)
+            Default: the task's (:attr:`TaskDefaults.truncation
+            <captum_shallow.TaskDefaults>`)
+        fusion (str, optional): ``"max"``, ``"mean"``, ``"product"`` or
+            ``"geometric"``.
+            Default: the task's
         gamma (float, optional): ``tanh(gamma * M)`` scaling of each
             normalised layer map (LayerCAM's Eq. 9 uses 2); None skips it.
             Default: None
+        propagation (GradientTruncation, str or None, optional): Truncation of
+            the gradient while it propagates back through the ``gates``
+            (``"positive"``: keep its positive part); None turns it off.
+            Default: the task's
+        gates (sequence of torch.nn.Module or str, optional): Where
+            ``propagation`` acts, at each call: ``"layers"`` (the layers deeper
+            than the shallowest, i.e. than the one whose forward returns first),
+            ``"relu"`` (every call of every ReLU-family module), ``"relu-below"``
+            (those made before the deepest layer returns) or modules of the model.
+            Default: the task's
+        task (str, optional): ``"localisation"`` or ``"segmentation"``: whose
+            defaults fill the arguments not given.
+            Default: ``"localisation"``
         device_ids (list[int], optional): For DataParallel models, as in Captum.
             Default: None
 
@@ -88,13 +126,26 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         forward_func: Callable[..., Tensor],
         layers: Sequence[Module],
         method: type[_TruncatedLayerCAM] = LayerCAM,
-        truncation: GradientTruncation | Sequence[GradientTruncation | None] | None = (
-            DEFAULT_FUSED_TRUNCATION
-        ),
-        fusion: Fusion = DEFAULT_FUSION,
+        truncation: (
+            GradientTruncation | Sequence[GradientTruncation | None] | _TaskDefault | None
+        ) = _TASK_DEFAULT,
+        fusion: Fusion | _TaskDefault = _TASK_DEFAULT,
         gamma: float | None = None,
+        propagation: Propagation | _TaskDefault | None = _TASK_DEFAULT,
+        gates: Gates | _TaskDefault | None = _TASK_DEFAULT,
+        task: Task = "localisation",
         device_ids: list[int] | None = None,
     ) -> None:
+        defaults = task_defaults(task)
+        if isinstance(truncation, _TaskDefault):
+            truncation = defaults.truncation
+        if isinstance(fusion, _TaskDefault):
+            fusion = defaults.fusion
+        if isinstance(propagation, _TaskDefault):
+            propagation = defaults.propagation
+        if isinstance(gates, _TaskDefault):
+            # The task's gates only matter once propagation is on.
+            gates = defaults.gates if propagation is not None else None
         if isinstance(layers, Module):
             layers = [layers]
         layers = list(layers)
@@ -129,6 +180,10 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         self.truncations: list[GradientTruncation | None] = per_layer
         self.fusion = fusion
         self.gamma = gamma
+        self.propagation, self.gates = propagation_settings(
+            forward_func, propagation, gates, GATE_KEYWORDS
+        )
+        self.task = task
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -184,6 +239,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             device_ids=self.device_ids,
             attribute_to_layer_input=attribute_to_layer_input,
             grad_kwargs=grad_kwargs,
+            propagation=self.propagation,
+            gates=self.gates,
         )
         layer_maps = []
         for layer, truncation, (gradients, activations) in zip(
@@ -207,29 +264,32 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
     def from_model(
         cls,
         model: Module,
+        task: Task = "localisation",
         input_size: int | tuple[int, int] | None = None,
         **kwargs: Any,
     ) -> ShallowCAM:
-        r"""A :class:`ShallowCAM` with the measured defaults for a model with a preset.
+        r"""A :class:`ShallowCAM` with the measured defaults of ``task`` for a model with a preset.
 
         Layers: the preset's stage outputs (:func:`captum_shallow.models.layer_preset`)
         from its shallow layer (the first at stride 4 or more) to its last one
         (EfficientNet-Lite0: ``_blocks.2``, ``_blocks.4``, ``_blocks.10``,
         ``_blocks.15``; ResNet: ``layer1`` to ``layer4``), i.e. the preset's
-        ``fusion`` layers, with the constructor's defaults (``DEFAULT_FUSION``,
-        ``"product"``; ``DEFAULT_FUSED_TRUNCATION``, None). The choice and its
-        evidence are in ``docs/evidence.rst``; keyword arguments override any of
-        them.
+        ``fusion`` layers, with the task's defaults
+        (:func:`~captum_shallow.task_defaults`). The choice and its evidence are
+        in ``docs/evidence.rst``; keyword arguments override any of them.
 
         Args:
             model (torch.nn.Module): A model of an architecture with a preset
                 (EfficientNet-Lite, ResNet, VGG, DenseNet, MobileNet,
                 EfficientNet, ConvNeXt); it is also the forward function.
+            task (str, optional): ``"localisation"`` or ``"segmentation"``.
+                Default: ``"localisation"``
             input_size (int or tuple[int, int], optional): The input size at
                 which the preset measures strides.
                 Default: None (the model's ``input_image_size`` or 224)
             **kwargs: Other arguments of :class:`ShallowCAM` (``method``,
-                ``truncation``, ``fusion``, ``gamma``, ``device_ids``).
+                ``truncation``, ``fusion``, ``gamma``, ``propagation``,
+                ``gates``, ``device_ids``).
 
         Returns:
             ShallowCAM: the explainer.
@@ -249,11 +309,13 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         from ..models import layer_preset, resolve_layers
 
         preset = layer_preset(model, input_size)
-        return cls(model, resolve_layers(model, list(preset.fusion)), **kwargs)
+        return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 
     def __repr__(self) -> str:
         names = [layer_name(self.forward_func, layer) for layer in self.layers]
+        gates = describe_gates(self.forward_func, self.gates)
         return (
             f"ShallowCAM(layers={names}, method={self.method.__name__}, "
-            f"truncation={self.truncations}, fusion={self.fusion!r}, gamma={self.gamma})"
+            f"truncation={self.truncations}, fusion={self.fusion!r}, gamma={self.gamma}, "
+            f"propagation={self.propagation!r}, gates={gates!r}, task={self.task!r})"
         )

@@ -1,0 +1,108 @@
+"""One set of :class:`~captum_shallow.ShallowCAM` defaults per task.
+
+A map to look at (``"localisation"``) and a map to threshold into pseudo-masks
+(``"segmentation"``) may want different settings; each task's values are chosen
+by the rule in docs/evidence.rst. Arguments given explicitly always win over them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Literal
+
+from ._fusion import _FUSIONS, Fusion
+from ._propagation import GATE_KEYWORDS, GateKeyword, Propagation, check_propagation
+from ._truncation import GradientTruncation
+
+Task = Literal["localisation", "segmentation"]
+
+
+@dataclass(frozen=True)
+class TaskDefaults:
+    """The settings that :class:`~captum_shallow.ShallowCAM` takes for one task.
+
+    Args:
+        fusion (str): How the layer maps are fused (:func:`~captum_shallow.fuse_maps`).
+        truncation (GradientTruncation or None): Truncation of each layer's
+            gradient where the CAM reads it; None for none.
+        propagation (GradientTruncation, str or None): Truncation of the
+            gradient while it propagates through the gates (``"positive"``:
+            its positive part); None for none.
+        gates (str): Where ``propagation`` acts: ``"layers"`` (ShallowCAM's
+            layers deeper than the shallowest), ``"relu"`` or ``"relu-below"``.
+        threshold (float): Background score in [0, 1] for pseudo-masks: a pixel
+            whose every normalised class map is below it is background.
+
+    Examples::
+
+        >>> from captum_shallow import task_defaults
+        >>> task_defaults("segmentation").threshold
+        0.15
+    """
+
+    fusion: Fusion
+    truncation: GradientTruncation | None
+    propagation: Propagation | None
+    gates: GateKeyword
+    threshold: float
+
+    def __post_init__(self) -> None:
+        if self.fusion not in _FUSIONS:
+            raise ValueError(f"TaskDefaults: fusion must be one of {_FUSIONS}, got {self.fusion!r}")
+        if self.truncation is not None and not isinstance(self.truncation, GradientTruncation):
+            raise TypeError(
+                "TaskDefaults: truncation must be a GradientTruncation or None, got "
+                f"{type(self.truncation).__name__}"
+            )
+        check_propagation(self.propagation)
+        if self.gates not in GATE_KEYWORDS:
+            raise ValueError(
+                f"TaskDefaults: gates must be one of {GATE_KEYWORDS}, got {self.gates!r}"
+            )
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise TypeError(
+                f"TaskDefaults: threshold must be a number, got {type(self.threshold).__name__}"
+            )
+        if not (math.isfinite(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise ValueError(f"TaskDefaults: threshold must lie in [0, 1], got {self.threshold}")
+
+
+# filled from docs/evidence.rst by the lead
+#: Each task's defaults, read-only. Today both hold the measured single default.
+TASK_DEFAULTS: Mapping[str, TaskDefaults] = MappingProxyType(
+    {
+        "localisation": TaskDefaults(
+            fusion="product", truncation=None, propagation=None, gates="layers", threshold=0.15
+        ),
+        "segmentation": TaskDefaults(
+            fusion="product", truncation=None, propagation=None, gates="layers", threshold=0.15
+        ),
+    }
+)
+TASKS: tuple[str, ...] = tuple(TASK_DEFAULTS)
+
+
+def task_defaults(task: str) -> TaskDefaults:
+    """The defaults of ``task``: ``"localisation"`` or ``"segmentation"``.
+
+    Args:
+        task (str): The task's name.
+
+    Returns:
+        TaskDefaults: its fusion, truncation, propagation, gates and threshold.
+
+    Raises:
+        ValueError: For any other name.
+
+    Examples::
+
+        >>> from captum_shallow import task_defaults
+        >>> task_defaults("localisation").fusion
+        'product'
+    """
+    if task not in TASK_DEFAULTS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return TASK_DEFAULTS[task]
