@@ -10,7 +10,6 @@ can be told apart from a user's own files and only they are removed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import tempfile
@@ -100,6 +99,8 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
     Raises:
         FolderLockedError: When a live process holds the lock.
     """
+    import fcntl  # POSIX only; imported here so that atomic writes work everywhere
+
     path = Path(folder) / LOCK_NAME
     while True:
         handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
