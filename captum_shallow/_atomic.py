@@ -1,23 +1,48 @@
 """Atomic file writes shared by the command line and the pseudo-mask pipeline:
-a file appears complete under its name, or not at all."""
+a file appears complete under its name, or not at all; and the lock that keeps
+one run at a time in an output folder.
+
+Every temporary file the package creates is named
+``.captum-shallow-<name>.<random>.tmp``, so that the leftovers of a killed run
+can be told apart from a user's own files and only they are removed.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+#: The start of every temporary file name the package creates.
+TEMPORARY_PREFIX = ".captum-shallow-"
+TEMPORARY_SUFFIX = ".tmp"
+#: The lock file of an output folder (see :func:`folder_lock`).
+LOCK_NAME = ".captum-shallow.lock"
+
+
+class FolderLockedError(OSError):
+    """Another live process holds the folder's lock; ``owner`` says which."""
+
+    def __init__(self, folder: Path, owner: str) -> None:
+        super().__init__(f"{folder} is in use by another run ({owner})")
+        self.folder = folder
+        self.owner = owner
+
 
 def open_temporary(path: str | os.PathLike[str]) -> tuple[int, str]:
-    """Create ``.<name>.<random>.tmp`` next to ``path``; raises OSError if it cannot.
+    """Create ``.captum-shallow-<name>.<random>.tmp`` next to ``path``; raises OSError
+    if it cannot.
 
     The same folder makes :func:`os.replace` an atomic rename on one file system.
     """
     target = Path(path)
-    return tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    return tempfile.mkstemp(
+        dir=target.parent, prefix=f"{TEMPORARY_PREFIX}{target.name}.", suffix=TEMPORARY_SUFFIX
+    )
 
 
 @contextlib.contextmanager
@@ -41,6 +66,71 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """:func:`open_temporary` then :func:`replace_when_done`; errors stay OSError."""
     with replace_when_done(*open_temporary(path), path) as stream:
         yield stream
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> int:
+    """Remove the package's temporary files left in ``folder`` (not below it) by a
+    killed run; any other file stays. Returns how many were removed."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if (
+                entry.name.startswith(TEMPORARY_PREFIX)
+                and entry.name.endswith(TEMPORARY_SUFFIX)
+                and entry.is_file(follow_symlinks=False)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Hold ``folder``'s lock for the block: one run at a time writes there.
+
+    The lock is an exclusive :func:`fcntl.flock` on ``<folder>/.captum-shallow.lock``,
+    which holds the owner's process id and host. The kernel releases it when its
+    process dies, so the file a killed run leaves behind is simply taken over.
+
+    Yields:
+        Path: The lock file (removed when the block ends).
+
+    Raises:
+        FolderLockedError: When a live process holds the lock.
+    """
+    import fcntl  # POSIX only; imported here so that atomic writes work everywhere
+
+    path = Path(folder) / LOCK_NAME
+    while True:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(handle, 256).decode(errors="replace").split()
+            os.close(handle)
+            pid, host = [*owner, "?", "?"][:2]
+            raise FolderLockedError(Path(folder), f"process {pid} on {host}") from None
+        # The previous holder removes the file on its way out: a lock taken on
+        # the removed file would lock nothing, so try again on the new one.
+        if _is_same_file(handle, path):
+            break
+        os.close(handle)
+    try:
+        os.ftruncate(handle, 0)
+        os.write(handle, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still locked, so no one else holds this file
+        os.close(handle)
+
+
+def _is_same_file(handle: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _umask() -> int:

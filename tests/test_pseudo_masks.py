@@ -320,7 +320,7 @@ def test_resume_with_other_options_is_refused(
     argv = _args(voc, out, "--save-cams")
     argv[argv.index("--batch-size") + 1] = "4"
     assert main(argv) == 2
-    assert "other options (changed: batch_size)" in capsys.readouterr().err
+    assert "other options or inputs (changed: batch_size)" in capsys.readouterr().err
 
 
 def test_crf_refined_masks_keep_each_image_classes(voc: Path, tmp_path: Path) -> None:

@@ -138,6 +138,10 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         Returns:
             *Tensor*: ``(N, 1, ...)`` with summation, else ``activation``'s shape.
 
+        Raises:
+            ValueError: With a truncation, when the gradient or the activation
+                holds NaN or inf (without one, NaN passes through, as in Captum).
+
         Examples::
 
             >>> gradient = torch.tensor([[[[1.0, -1.0]], [[2.0, 0.5]]]])  # (1, 2, 1, 2)
@@ -145,6 +149,12 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
             tensor([[[[3.0000, 0.5000]]]])
         """
         if truncation is not None:
+            if not bool(torch.isfinite(activation).all()):
+                # Truncation promises a finite map, so it refuses what would be NaN.
+                raise ValueError(
+                    "the layer activation contains NaN or inf; the input or the model is not "
+                    "finite, so the truncated CAM would be NaN"
+                )
             gradient = truncation(gradient)
         weights = cls.weights(gradient, activation)
         attribution = weights * activation if multiply_by_inputs else weights.expand_as(activation)

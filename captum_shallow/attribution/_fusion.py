@@ -55,6 +55,9 @@ def fuse_maps(
     Returns:
         *Tensor*: the fused map, ``(N, 1, h, w)``, values in [0, 1].
 
+    Raises:
+        ValueError: For maps of the wrong shape, or holding NaN or inf.
+
     Examples::
 
         >>> import torch
@@ -80,6 +83,9 @@ def fuse_maps(
             raise ValueError(f"map {index} must have shape (N, 1, h, w), got {shape}")
         if item.shape[0] != maps[0].shape[0]:
             raise ValueError("all maps must have the same batch size")
+        if not bool(torch.isfinite(item).all()):
+            # Normalising would turn it into zeros, which read as "no evidence".
+            raise ValueError(f"map {index} contains NaN or inf; fix the model or its input")
     if output_size is None:
         output_size = cast(
             tuple[int, int], max((tuple(m.shape[-2:]) for m in maps), key=lambda s: s[0] * s[1])

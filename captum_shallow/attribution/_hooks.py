@@ -13,6 +13,8 @@ the inputs.
 
 from __future__ import annotations
 
+import contextlib
+import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -31,7 +33,8 @@ LayerTensors = tuple[Tensor, ...]
 
 
 def format_inputs(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Captum's tuple form of ``inputs``, with a TypeError for anything but tensors."""
+    """Captum's tuple form of ``inputs``: a TypeError for anything but tensors, a
+    ValueError for an empty batch (Captum would fail deep inside with an IndexError)."""
     formatted = (inputs,) if isinstance(inputs, Tensor) else inputs
     if (
         not isinstance(formatted, tuple)
@@ -41,7 +44,23 @@ def format_inputs(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         raise TypeError(
             f"inputs must be a Tensor or a non-empty tuple of Tensors, got {type(inputs).__name__}"
         )
+    if any(item.dim() > 0 and item.shape[0] == 0 for item in formatted):
+        raise ValueError("inputs hold 0 samples (dimension 0 is the batch); pass at least one")
     return formatted
+
+
+def plain_target(target: Any) -> Any:
+    """``target`` with NumPy integers made ints and NumPy arrays tensors, as Captum takes them."""
+    if target is None or isinstance(target, (Tensor, bool)):
+        return target
+    if isinstance(target, (list, tuple)):
+        return type(target)(plain_target(item) for item in target)
+    if hasattr(target, "__index__"):  # int, numpy.int64, a 0-d integer array
+        with contextlib.suppress(TypeError):
+            return operator.index(target)
+    if hasattr(target, "__array__"):  # a NumPy array, without importing NumPy
+        return torch.as_tensor(target)
+    return target
 
 
 def layer_name(forward_func: Callable[..., Any], layer: Module) -> str:
@@ -155,6 +174,12 @@ def layer_gradients_and_activations(
     # Imported here: _propagation names modules with this module's layer_name.
     from ._propagation import propagation_gates
 
+    original = getattr(forward_func, "_orig_mod", None)
+    if isinstance(forward_func, Module) and isinstance(original, Module):
+        # torch.compile's wrapper runs a compiled graph that skips forward hooks:
+        # attribute through the module it wraps (same weights, eager mode).
+        forward_func = original
+    target = plain_target(target)
     check_layers(forward_func, layers)
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
@@ -208,7 +233,9 @@ def layer_gradients_and_activations(
             names = ", ".join(repr(layer_name(forward_func, layer)) for layer in silent)
             raise ValueError(
                 f"layer {names} did not run during the forward pass; pick a module that the "
-                "model calls on these inputs"
+                "model calls on these inputs (a model compiled with torch.compile runs without "
+                "the hooks: pass the compiled module itself, or build the attribution on the "
+                "uncompiled model)"
             ) from error
         raise
     except RuntimeError as error:

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+import torch
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
@@ -228,6 +229,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             *Tensor* **fused** ``(N, 1, h, w)`` in [0, 1] or, with
             ``return_layer_maps``, *tuple* ``(fused, [layer maps])`` with each
             layer map ``(N, 1, h_l, w_l)``.
+
+        Raises:
+            ValueError: For an empty batch, a target the model's output cannot
+                take, a layer that does not run once per forward pass, or a
+                layer map holding NaN or inf (the message names the layer).
         """
         formatted = format_inputs(inputs)
         pairs = layer_gradients_and_activations(
@@ -252,10 +258,22 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                     f"ShallowCAM needs layers with one (N, C, H, W) output; layer "
                     f"{layer_name(self.forward_func, layer)!r} gives {shapes}"
                 )
-            layer_maps.append(
-                self.method.layer_attribution(
+            try:
+                layer_map = self.method.layer_attribution(
                     gradients[0], activations[0], truncation, relu_attributions=True
                 )
+            except ValueError as error:
+                raise ValueError(
+                    f"layer {layer_name(self.forward_func, layer)!r}: {error}"
+                ) from None
+            layer_maps.append(layer_map)
+        finite = torch.stack([torch.isfinite(m).all() for m in layer_maps]).tolist()
+        if not all(finite):
+            # Fusing would normalise NaN away into zeros, which read as "no evidence".
+            layer = self.layers[finite.index(False)]
+            raise ValueError(
+                f"layer {layer_name(self.forward_func, layer)!r}: the map contains NaN or inf; "
+                "the input, the model's weights or its output are not finite"
             )
         fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma)
         return (fused, layer_maps) if return_layer_maps else fused

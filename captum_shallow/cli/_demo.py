@@ -31,6 +31,7 @@ from ._options import (
     DEFAULT_MODEL,
     describe_truncation,
     one_line,
+    parse_device,
     parse_target,
     parse_truncation,
 )
@@ -99,8 +100,8 @@ def run(args: argparse.Namespace) -> int:
     truncation = parse_truncation(args.truncation, default=DEFAULT_TRUNCATION)
     classes = imagenet_classes()
     target = parse_target(args.target, classes)
+    device = parse_device(args.device)
     try:
-        device = torch.device(args.device)
         model = load_model(args.model, device=device)
         photo = sample_photo(args.photo)
     except (ValueError, ImportError, RuntimeError) as error:

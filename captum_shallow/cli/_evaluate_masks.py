@@ -5,6 +5,8 @@ Every ``<name>.png`` under ``--pred`` (hidden files skipped) is compared with
 matrix over all images gives :math:`IoU_c = C_{cc} / (\\sum_j C_{cj} +
 \\sum_i C_{ic} - C_{cc})` and mIoU = their mean over the classes that occur
 (in the ground truth or the prediction), as the evaluation module computes it.
+An IoU without any pixel to count (every ground-truth pixel void, say) is
+``null`` in the JSON, ``-`` in the table.
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     for folder, option in ((pred_dir, "--pred"), (gt_dir, "--gt")):
         if not folder.is_dir():
             raise CLIError(f"{option} {folder} is not a folder")
+    if args.json and Path(args.json).is_dir():
+        raise CLIError(f"--json {args.json} is a folder; give a file name")
     files = sorted(
         path.relative_to(pred_dir)
         for path in pred_dir.rglob("*.png")
@@ -114,10 +118,9 @@ def run(args: argparse.Namespace) -> int:
         "images": len(files),
         "ground_truth_without_prediction": unscored,
         "classes": {
-            label: (None if math.isnan(value) else value)
-            for label, value in zip(names, iou.tolist(), strict=True)
+            label: _number_or_none(value) for label, value in zip(names, iou.tolist(), strict=True)
         },
-        "miou": float(miou),
+        "miou": _number_or_none(float(miou)),
         "confusion": confusion.tolist(),
     }
     print(_format_table(table))
@@ -129,8 +132,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.json:
         with atomic_write(args.json) as stream:
-            stream.write((json.dumps(table, indent=2) + "\n").encode())
+            stream.write((json.dumps(table, indent=2, allow_nan=False) + "\n").encode())
     return 0
+
+
+def _number_or_none(value: float) -> float | None:
+    """JSON has no NaN: an undefined IoU is null."""
+    return None if math.isnan(value) else value
 
 
 def _class_names(path: str | None) -> tuple[str, ...]:
@@ -154,5 +162,6 @@ def _format_table(table: dict[str, Any]) -> str:
     rows = [f"{'class':<{width}}  IoU (%)"]
     for name, value in table["classes"].items():
         rows.append(f"{name:<{width}}  {'-' if value is None else f'{100 * value:6.2f}':>7}")
-    rows.append(f"{'mIoU':<{width}}  {100 * table['miou']:7.2f}  ({table['images']} images)")
+    miou = "-" if table["miou"] is None else f"{100 * table['miou']:7.2f}"
+    rows.append(f"{'mIoU':<{width}}  {miou:>7}  ({table['images']} images)")
     return "\n".join(rows)

@@ -166,14 +166,21 @@ def _read(path: str) -> Tensor:
 
 
 def _output_stems(paths: Sequence[str]) -> list[str]:
-    """One output stem per image: the file's stem, numbered when stems repeat."""
+    """One output stem per image: the file's stem, numbered when it is taken.
+
+    Taken means by any earlier stem, numbered or not, compared without case (as a
+    case-blind disk does): ``a.jpg a.png a-1.png`` give ``a a-1 a-1-1``.
+    """
     stems: list[str] = []
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     for path in paths:
-        stem = Path(path).stem or "image"
-        count = seen.get(stem, 0)
-        seen[stem] = count + 1
-        stems.append(stem if count == 0 else f"{stem}-{count}")
+        stem = base = Path(path).stem or "image"
+        count = 0
+        while stem.casefold() in taken:
+            count += 1
+            stem = f"{base}-{count}"
+        taken.add(stem.casefold())
+        stems.append(stem)
     return stems
 
 

@@ -40,15 +40,15 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         (b'done', ['out.bin'])
 
     Raises:
-        CLIError: When the folder is missing or not writable.
+        CLIError: When the file cannot be written (a missing or read-only folder,
+            a full disk, a folder of that name); nothing is left behind.
     """
     target = Path(path)
     try:
-        handle, temporary = open_temporary(target)
+        with replace_when_done(*open_temporary(target), target) as stream:
+            yield stream
     except OSError as error:
         raise CLIError(f"cannot write {target}: {error.strerror or error}") from None
-    with replace_when_done(handle, temporary, target) as stream:
-        yield stream
 
 
 def make_folder(path: str | os.PathLike[str]) -> Path:

@@ -2,8 +2,8 @@
 
 A subcommand calls ``add_model_options`` / ``add_cam_options`` on its parser and
 turns the parsed values into objects with ``load_model_from_args``,
-``resolve_layer_spec``, ``cam_method``, ``parse_truncation`` and
-``parse_target``; each raises :class:`CLIError` with a one-line message.
+``parse_device``, ``resolve_layer_spec``, ``cam_method``, ``parse_truncation``
+and ``parse_target``; each raises :class:`CLIError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ METHODS: dict[str, str] = {
 LAYER_KEYWORDS = ("fusion", "shallow", "last", "all")
 
 DEFAULT_MODEL = "efficientnet-lite0"
+#: The largest ``--input-size``: a CAM's memory grows with the square of the side.
+MAX_INPUT_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--input-size",
         type=positive_int,
         metavar="PX",
-        help="side of the square model input (default: the model's own, else 224)",
+        help="side of the square model input, up to "
+        f"{MAX_INPUT_SIZE} (default: the model's own, else 224)",
     )
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
@@ -151,7 +154,8 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
 
     Raises:
         CLIError: For conflicting options, an unknown name, a missing or unfit
-            weights file, or a missing optional package.
+            weights file, a missing optional package, an unusable device, or an
+            input size the model cannot run at.
     """
     if args.arch is not None and args.model is not None:
         raise CLIError("give --model or --arch, not both")
@@ -159,10 +163,12 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
         raise CLIError("--weights needs --arch NAME (the architecture the weights are for)")
     if args.arch is not None and args.weights is None:
         raise CLIError(f"--arch {args.arch} needs --weights PATH (random weights explain nothing)")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise CLIError(f"unknown device {args.device!r}") from None
+    if args.input_size is not None and args.input_size > MAX_INPUT_SIZE:
+        raise CLIError(
+            f"--input-size {args.input_size} is too large (at most {MAX_INPUT_SIZE} px: a "
+            "CAM's memory grows with the square of the side)"
+        )
+    device = parse_device(args.device)
     try:
         if args.arch is not None:
             name = args.arch
@@ -177,18 +183,75 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
             model = load_model(name, device=device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         raise CLIError(one_line(error)) from None
-    input_size = args.input_size or int(getattr(model, "input_image_size", None) or 224)
-    outputs = _count_outputs(model, input_size, device)
+    own_size = int(getattr(model, "input_image_size", None) or 224)
+    input_size = args.input_size or own_size
+    # One forward pass checks the size (too small a side fails deep inside the
+    # model) and counts the outputs.
+    try:
+        outputs = _count_outputs(model, input_size, device)
+    except RuntimeError as error:
+        smallest = _smallest_size(model, input_size, own_size, device)
+        if smallest is not None:
+            raise CLIError(
+                f"--input-size {input_size} is too small for {name} ({one_line(error)}); "
+                f"the smallest size that runs is {smallest}"
+            ) from None
+        raise CLIError(
+            f"{name} does not run on a 3-channel {input_size}x{input_size} input: {one_line(error)}"
+        ) from None
     classes = imagenet_classes() if outputs == 1000 else tuple(str(i) for i in range(outputs))
     return LoadedModel(model, name, input_size, classes, device)
 
 
+def parse_device(name: str) -> torch.device:
+    """The device a ``--device`` value names, checked to exist.
+
+    Args:
+        name (str): E.g. ``cpu``, ``cuda`` or ``cuda:1``.
+
+    Returns:
+        torch.device: The device.
+
+    Raises:
+        CLIError: For an unknown name, ``meta`` (it holds no data) or a CUDA
+            device this machine does not have.
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLIError(f"unknown device {name!r}") from None
+    if device.type == "meta":
+        raise CLIError(
+            f"--device {name} holds no data, so nothing can be computed on it; use cpu or cuda"
+        )
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= count:
+            raise CLIError(f"--device {name}: no such CUDA device (this machine has {count})")
+    return device
+
+
 def _count_outputs(model: nn.Module, input_size: int, device: torch.device) -> int:
-    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
-    if linears:  # every classifier with a linear head: no forward pass needed
-        return linears[-1].out_features
     with torch.no_grad():
         return int(model(torch.zeros(1, 3, input_size, input_size, device=device)).shape[-1])
+
+
+def _smallest_size(model: nn.Module, low: int, high: int, device: torch.device) -> int | None:
+    """The smallest side in ``(low, high]`` the model runs at (``low`` fails), by bisection."""
+    if high <= low:
+        return None
+    try:
+        _count_outputs(model, high, device)
+    except RuntimeError:
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            _count_outputs(model, middle, device)
+            high = middle
+        except RuntimeError:
+            low = middle
+    return high
 
 
 def resolve_layer_spec(model: nn.Module, spec: str) -> tuple[list[str], list[nn.Module]]:

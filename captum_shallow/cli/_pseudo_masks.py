@@ -4,7 +4,9 @@ One process, or many under ``torchrun`` (``torch.distributed``: gloo on the
 CPU, nccl on GPUs), each rank taking a disjoint shard. The run is resumable
 (finished images are skipped), every file is written atomically, unreadable
 images are reported and skipped, and the outputs do not depend on the number
-of processes (see :mod:`captum_shallow.segmentation._mask_pipeline`).
+of processes (see :mod:`captum_shallow.segmentation._mask_pipeline`). One run
+at a time holds an output folder (a lock file naming its process), and a
+resume must match the manifest's options and the labels' content.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import platform
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,17 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from captum_shallow import ShallowCAM, __version__
+from captum_shallow._atomic import FolderLockedError, folder_lock, remove_temporaries
 from captum_shallow.segmentation._irn import IRN_THRESHOLD
 from captum_shallow.segmentation._mask_files import MaskJob, folder_jobs, voc_jobs
-from captum_shallow.segmentation._mask_pipeline import MaskRun, RunCounts, run_masks, shard
+from captum_shallow.segmentation._mask_pipeline import (
+    MaskRun,
+    RunCounts,
+    cams_path,
+    mask_path,
+    run_masks,
+    shard,
+)
 
 from ._errors import CLIError
 from ._files import atomic_write, make_folder
@@ -38,6 +48,7 @@ from ._options import (
     cam_method,
     load_model_from_args,
     one_line,
+    parse_device,
     parse_truncation,
     positive_int,
     resolve_layer_spec,
@@ -148,10 +159,16 @@ def run(args: argparse.Namespace) -> int:
 
     Returns:
         int: 0 when every image was written (or already done), 1 when some
-        images could not be read (listed in ``failures.txt``).
+        images failed (unreadable, a map that is not finite, a file that could
+        not be written; listed in ``failures.txt``).
+
+    Raises:
+        CLIError: For a user error, and when a full disk stops the run (after
+            ``failures.txt`` and the manifest record it).
     """
     method = cam_method(args.method)
     truncation = parse_truncation(args.truncation)
+    _check_out_outside_root(args.out, args.root)
     jobs, classes = _list_jobs(args)
     if len(classes) > 254:
         # Mask labels are class + 1 in one byte, and 255 means "void" in VOC's format.
@@ -164,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     # Not left to OMP_NUM_THREADS, which torchrun sets to 1: the thread count
     # must not change with the number of processes (see _mask_pipeline).
     torch.set_num_threads(args.threads)
-    with _process_group(args.device) as (rank, world_size, device):
+    with _process_group(args.device) as (rank, world_size, device), ExitStack() as held:
         args.device = str(device)
         loaded = load_model_from_args(args)
         if len(loaded.classes) != len(classes):
@@ -180,20 +197,24 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, TypeError) as error:
             raise CLIError(one_line(error)) from None
         out = make_folder(args.out)
+        if rank == 0:
+            _take_lock(held, out)
         config = _config(args, loaded.name, loaded.input_size, names, str(truncation), classes)
         previous = _read_manifest(out)
-        if previous is not None and previous.get("config") != config:
+        if previous is not None and previous["config"] != config:
             changed = sorted(
                 key
-                for key in set(config) | set(previous.get("config", {}))
-                if config.get(key) != previous.get("config", {}).get(key)
+                for key in set(config) | set(previous["config"])
+                if config.get(key) != previous["config"].get(key)
             )
             raise CLIError(
-                f"{out} holds masks made with other options (changed: {', '.join(changed)}); "
-                "rerun with the same options to resume, or choose another --out"
+                f"{out} holds masks made with other options or inputs (changed: "
+                f"{', '.join(changed)}); refusing to mix them: rerun with the same options "
+                "and inputs to resume, or choose another --out"
             )
         if rank == 0:
-            _remove_stale_temporaries(out)
+            for folder in _output_folders(out, jobs):
+                remove_temporaries(folder)
             _write_manifest(out, config, world_size, None, len(jobs))
         _barrier(world_size)
 
@@ -212,7 +233,6 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             threads=args.threads,
-            writer=atomic_write,
         )
         mine = shard(jobs, rank, world_size)
         with tqdm(
@@ -228,8 +248,21 @@ def run(args: argparse.Namespace) -> int:
                 log=lambda line: bar.write(f"{NAME}: {line}", file=sys.stderr),
             )
         totals = _gather(counts, world_size)
+        stop = None
+        if totals.stopped is not None:
+            stop = (
+                f"{totals.stopped}: the disk holding {out} is full; free space, then rerun "
+                "the same command to resume"
+            )
         if rank == 0:
-            _report(out, config, world_size, totals, len(jobs))
+            try:
+                _report(out, config, world_size, totals, len(jobs))
+            except CLIError as error:
+                if stop is None:
+                    raise
+                stop += f" ({error}: the manifest still says running)"
+        if stop is not None:
+            raise CLIError(stop)
     return EXIT_FAILED_IMAGES if totals.failures else 0
 
 
@@ -258,10 +291,7 @@ def _process_group(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
     """This process's rank, the world size and its device; under ``torchrun`` the
     process group (gloo on the CPU, nccl on CUDA) lives for the block."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    try:
-        device = torch.device(device_name)
-    except RuntimeError:
-        raise CLIError(f"unknown device {device_name!r}") from None
+    device = parse_device(device_name)
     if device.type == "cuda":
         # Heuristic (not timed) algorithm choice and deterministic kernels: a
         # pass of a fixed shape then computes the same bits every time.
@@ -299,6 +329,7 @@ def _gather(counts: RunCounts, world_size: int) -> RunCounts:
         total.failures += part.failures
         total.seconds = max(total.seconds, part.seconds)
         total.peak_gpu_bytes = max(total.peak_gpu_bytes, part.peak_gpu_bytes)
+        total.stopped = total.stopped or part.stopped
     return total
 
 
@@ -310,12 +341,15 @@ def _config(
     truncation: str,
     classes: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Everything the masks depend on; a resume must match it."""
+    """Everything the masks depend on; a resume must match it (the labels by content)."""
+    labels = args.labels
+    if labels is None and args.dataset == "folder":
+        labels = str(Path(args.root) / "labels.csv")
     return {
         "dataset": args.dataset,
         "root": str(Path(args.root).resolve()),
         "split": args.split if args.dataset == "voc" else None,
-        "labels": str(Path(args.labels).resolve()) if args.labels else None,
+        "labels": _file_digest(labels) if labels else None,
         "classes": list(classes),
         "model": model,
         "weights": _file_digest(args.weights) if args.weights else None,
@@ -356,9 +390,18 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise CLIError(f"cannot read {path}: {one_line(error)}") from None
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("command") != NAME
+        or not isinstance(manifest.get("config"), dict)
+    ):
+        raise CLIError(
+            f"{path} is not a {NAME} manifest (a JSON object with the run's config), so "
+            "the folder was not written by this command; choose another --out"
+        )
     return manifest
 
 
@@ -384,21 +427,42 @@ def _write_manifest(
             failed=len(totals.failures),
             seconds=round(totals.seconds, 3),
         )
+        if totals.stopped is not None:
+            manifest.update(status="stopped", error=totals.stopped)
         if totals.peak_gpu_bytes:
             manifest["peak_gpu_memory_mib"] = round(totals.peak_gpu_bytes / 2**20, 1)
     with atomic_write(out / MANIFEST) as stream:
         stream.write((json.dumps(manifest, indent=2) + "\n").encode())
 
 
-def _remove_stale_temporaries(out: Path) -> None:
-    """Temporary files of a killed run (``.<name>.<random>.tmp``); no rank writes yet."""
-    for folder, _, files in os.walk(out):
-        for name in files:
-            if name.startswith(".") and name.endswith(".tmp"):
-                try:
-                    os.unlink(os.path.join(folder, name))
-                except OSError:
-                    continue
+def _check_out_outside_root(out: str, root: str) -> None:
+    resolved, dataset = Path(out).resolve(), Path(root).resolve()
+    if resolved == dataset or dataset in resolved.parents:
+        raise CLIError(
+            f"--out {out} is inside --root {root}: the dataset's own files could be taken "
+            "for finished masks or overwritten; choose an --out outside the dataset"
+        )
+
+
+def _take_lock(held: ExitStack, out: Path) -> None:
+    """Lock ``out`` until ``held`` closes: one run at a time writes there."""
+    try:
+        held.enter_context(folder_lock(out))
+    except FolderLockedError as error:
+        raise CLIError(
+            f"{out} is in use by another run ({error.owner}); wait for it to end, or "
+            "choose another --out"
+        ) from None
+    except OSError as error:
+        raise CLIError(f"cannot lock {out}: {error.strerror or error}") from None
+
+
+def _output_folders(out: Path, jobs: list[MaskJob]) -> set[Path]:
+    """The folders a run writes to: the only places where its temporaries can be."""
+    folders = {out}
+    for job in jobs:
+        folders.update((mask_path(out, job).parent, cams_path(out, job).parent))
+    return folders
 
 
 def _report(
@@ -410,6 +474,8 @@ def _report(
         with atomic_write(out / FAILURES) as stream:
             stream.write(lines.encode())
     _write_manifest(out, config, world_size, totals, images)
+    if totals.stopped is not None:
+        return  # the caller's one-line error says the rest
     rate = totals.written / totals.seconds if totals.seconds > 0 else 0.0
     print(
         f"{NAME}: {images} images: {totals.written} written, {totals.skipped} already done, "

@@ -35,8 +35,9 @@ def class_index(target: int | str, classes: Sequence[str] | None = None) -> int:
     """The output index of a class given by its index or its name.
 
     Args:
-        target (int or str): An index, a string of digits, or a class name
-            (matched without regard to case).
+        target (int or str): An index, a string of digits, or a class name:
+            an exact match first (ImageNet has both ``Cardigan``, 264, the corgi,
+            and ``cardigan``, 474), else the one match without regard to case.
         classes (Sequence[str], optional): The class names in output order.
             Default: ``imagenet_classes()``
 
@@ -44,14 +45,14 @@ def class_index(target: int | str, classes: Sequence[str] | None = None) -> int:
         int: The index, checked to lie in ``[0, len(classes))``.
 
     Raises:
-        ValueError: For an index out of range or an unknown name; close names are
-            suggested.
+        ValueError: For an index out of range, an unknown name (close names are
+            suggested), or a name that several classes match (they are listed).
 
     Examples::
 
         >>> from captum_shallow.models import class_index
-        >>> class_index("espresso"), class_index("285")
-        (967, 285)
+        >>> class_index("espresso"), class_index("285"), class_index("Cardigan")
+        (967, 285, 264)
     """
     classes = imagenet_classes() if classes is None else classes
     if isinstance(target, str) and target.strip().lstrip("-").isdigit():
@@ -60,8 +61,16 @@ def class_index(target: int | str, classes: Sequence[str] | None = None) -> int:
         if not 0 <= target < len(classes):
             raise ValueError(f"class index {target} is out of range [0, {len(classes)})")
         return target
-    by_name = {name.lower(): position for position, name in enumerate(classes)}
-    found = by_name.get(target.strip().lower())
-    if found is None:
+    name = target.strip()
+    found = [position for position, known in enumerate(classes) if known == name]
+    if not found:
+        folded = name.casefold()
+        found = [position for position, known in enumerate(classes) if known.casefold() == folded]
+    if not found:
         raise unknown_name("class", target, classes)
-    return found
+    if len(found) > 1:
+        candidates = " or ".join(f"{classes[position]!r} ({position})" for position in found)
+        raise ValueError(
+            f"ambiguous class {target!r}: {candidates}; give the exact name or the index"
+        )
+    return found[0]

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 from ._imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:
-    """Read an image file (any format Pillow reads) as an RGB tensor.
+    r"""Read an image file (any format Pillow reads) as an RGB tensor.
 
     Grey, palette and RGBA images are converted to RGB (alpha is dropped).
+    16-bit greyscale (Pillow's modes ``I;16`` and, for values in 0..65535,
+    ``I``) is scaled to 8 bits, :math:`v_8 = \mathrm{round}(255 v / 65535)`,
+    rather than clipped.
 
     Args:
         path (str or os.PathLike): The image file.
@@ -25,8 +33,9 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: When the file is not an image that can be decoded; the message
-            names the file and the reason.
+        ValueError: When the file is not an image that can be decoded (or is
+            larger than Pillow's decompression-bomb limit); the message names
+            the file and the reason.
 
     Examples::
 
@@ -48,14 +57,35 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         raise ValueError(f"cannot read image {path}: it is a directory")
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            rgb = _sixteen_to_eight_bits(image, path).convert("RGB")
     except UnidentifiedImageError:
         raise ValueError(f"cannot read image {path}: not an image format Pillow knows") from None
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"cannot read image {path}: {error}") from None
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow reports truncated or corrupt data with these.
         raise ValueError(f"cannot read image {path}: {error}") from None
     data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+
+
+def _sixteen_to_eight_bits(image: Image.Image, path: str) -> Image.Image:
+    """An ``L`` image of 16-bit greyscale; other images as they are.
+
+    Pillow's own conversion clips 16-bit values at 255 (nearly all white).
+    """
+    from PIL import Image
+
+    if not image.mode.startswith("I"):
+        return image
+    pixels = np.asarray(image, dtype=np.int64)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        raise ValueError(
+            f"{image.mode} pixels in {int(pixels.min())}..{int(pixels.max())}; expected "
+            "16-bit values (0..65535)"
+        )
+    # 65535 / 255 = 257 exactly; integer rounding keeps the result reproducible.
+    return Image.fromarray(((pixels + 128) // 257).astype(np.uint8))
 
 
 def preprocess(

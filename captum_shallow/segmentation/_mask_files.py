@@ -10,11 +10,12 @@ image-level labels. Two sources:
   The classes are VOC's 20.
 - ``folder``: images under ``<root>`` listed by a labels file.
 
-The labels file is CSV with a header ``image,classes``: ``image`` is a path
-relative to the root (for VOC, an image id), ``classes`` the image's class
-names separated by spaces (empty: background only). A folder's class names are
-one per line in a classes file (``<root>/classes.txt`` by default), in the
-classifier's output order: class ``c`` is mask label ``c + 1``.
+The labels file is CSV (UTF-8, with or without a byte-order mark) with a
+header ``image,classes``: ``image`` is a path relative to the root (for VOC, an
+image id), ``classes`` the image's class names separated by spaces (empty:
+background only). A folder's class names are one per line in a classes file
+(``<root>/classes.txt`` by default), in the classifier's output order: class
+``c`` is mask label ``c + 1``.
 
 Masks are PNGs in VOC's format: one byte per pixel (label 0 the background,
 255 "void") with VOC's colour map as palette.
@@ -136,7 +137,13 @@ def read_label_png(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
             mode = image.mode
             palette = image.getpalette() if mode == "P" else None
             labels = np.array(image, dtype=np.uint8) if mode in ("P", "L") else None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+    except (
+        OSError,
+        UnidentifiedImageError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as error:
         raise ValueError(f"cannot read label image {path}: {error}") from None
     if labels is None:
         raise ValueError(
@@ -172,7 +179,8 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
         ValueError: For an unreadable or empty file, or a repeated name.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # utf-8-sig: spreadsheets and Windows editors start the file with a byte-order mark.
+        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read classes file {path}: {_reason(error)}") from None
     names = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
@@ -203,7 +211,7 @@ def read_labels_file(
     index = {name: i for i, name in enumerate(classes)}
     labels: dict[str, tuple[int, ...]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as stream:
+        with open(path, newline="", encoding="utf-8-sig") as stream:
             rows = list(csv.reader(stream))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"cannot read labels file {path}: {_reason(error)}") from None

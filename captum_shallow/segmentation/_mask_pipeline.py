@@ -33,11 +33,17 @@ last: it marks the job done) and, when asked, ``cams/<name>.npz`` (float16
 maps of the present classes, ``cams`` ``(k, H, W)``, and their 0-based
 ``classes``). Every file is written under a temporary name and renamed, so a
 killed run leaves whole files only and loses just the jobs in flight.
+
+Failures are counted per job, and the run goes on: an image that cannot be
+read, a map that is not finite (NaN or inf: such a mask would silently read as
+all background), a file that cannot be written. A full disk (or quota) stops
+the run instead, since every later write would fail the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -71,6 +77,9 @@ __all__ = [
 #: Test hook: a process exits abruptly (``os._exit``) after writing this many
 #: masks, as a killed process would.
 CRASH_AFTER_ENV = "_CAPTUM_SHALLOW_CRASH_AFTER"
+
+#: Write errors that stop a run: every later write would fail the same way.
+STOPPING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 CamFn = Callable[[Tensor, Tensor], Tensor]
 Writer = Callable[[str | os.PathLike[str]], contextlib.AbstractContextManager[IO[bytes]]]
@@ -185,7 +194,8 @@ class RunCounts:
 
     ``failures`` holds ``(image path, reason)`` per failed job; ``seconds`` the
     time of the loop; ``peak_gpu_bytes`` ``torch.cuda.max_memory_allocated``
-    on a CUDA device (else 0).
+    on a CUDA device (else 0); ``stopped`` why the run stopped early (a full
+    disk), else None.
     """
 
     shard: int = 0
@@ -194,6 +204,7 @@ class RunCounts:
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     peak_gpu_bytes: int = 0
+    stopped: str | None = None
 
 
 class _JobDataset(Dataset[dict[str, Any]]):
@@ -265,7 +276,8 @@ def run_masks(
         log (Callable, optional): Called with one line per failed job.
 
     Returns:
-        RunCounts: The counts and the failures (path and reason).
+        RunCounts: The counts and the failures (path and reason); ``stopped``
+        is set when a full disk ended the loop early.
     """
     start = time.perf_counter()
     counts = RunCounts(shard=len(jobs))
@@ -281,35 +293,83 @@ def run_masks(
         pin_memory=run.device.type == "cuda",
         worker_init_fn=functools.partial(_set_threads, run.threads),
     )
+
+    def fail(job: MaskJob, reason: str) -> None:
+        counts.failures.append((job.image, reason))
+        if log is not None:
+            log(f"skipped {job.image}: {reason}")
+
     for batch in loader:
         ready = [item for item in batch if item["error"] is None]
         for item in batch:
             if item["error"] is not None:
-                job = pending[item["index"]]
-                counts.failures.append((job.image, item["error"]))
-                if log is not None:
-                    log(f"skipped {job.image}: {item['error']}")
+                fail(pending[item["index"]], item["error"])
         if ready:
             inputs = torch.stack([item["input"] for item in ready]).to(run.device)
             labels = torch.stack([item["labels"] for item in ready]).to(run.device)
-            pairs, maps = present_class_maps(cam_fn, inputs, labels, batch_size=run.batch_size)
-            for i, item in enumerate(ready):
-                rows = pairs[:, 0] == i
-                _write_job(run, pending[item["index"]], pairs[rows, 1], maps[rows], item)
+            results = _image_maps(cam_fn, inputs, labels, run.batch_size)
+            for item, result in zip(ready, results, strict=True):
+                job = pending[item["index"]]
+                if isinstance(result, str):
+                    fail(job, result)
+                    continue
+                try:
+                    _write_job(run, job, *result, item)
+                except OSError as error:
+                    reason = f"{error.strerror or error} writing {error.filename}"
+                    if error.errno in STOPPING_ERRNOS:
+                        counts.failures.append((job.image, reason))
+                        counts.stopped = reason
+                        break
+                    fail(job, reason)
+                    continue
                 counts.written += 1
                 if crash_after and counts.written >= crash_after:
                     os._exit(3)  # as if killed: no cleanup, no summary
         if progress is not None:
             progress(len(batch))
+        if counts.stopped is not None:
+            break
     counts.seconds = time.perf_counter() - start
     if run.device.type == "cuda":
         counts.peak_gpu_bytes = torch.cuda.max_memory_allocated(run.device)
     return counts
 
 
+def _image_maps(
+    cam_fn: CamFn, inputs: Tensor, labels: Tensor, slots: int
+) -> list[tuple[Tensor, Tensor] | str]:
+    """Per image: its present classes and their raw maps, or why it has none."""
+    try:
+        pairs, maps = present_class_maps(cam_fn, inputs, labels, batch_size=slots)
+    except ValueError as error:  # e.g. ShallowCAM refusing a non-finite map
+        if inputs.shape[0] == 1:
+            return [" ".join(str(error).split())]
+        # A pass fails as a whole. Every pass has the same fixed shape, so an
+        # image alone gets the same bits: redo image by image, and only the
+        # image at fault fails.
+        return [
+            result
+            for i in range(inputs.shape[0])
+            for result in _image_maps(cam_fn, inputs[i : i + 1], labels[i : i + 1], slots)
+        ]
+    # A cam_fn that returns NaN or inf without raising: such a mask would read
+    # as all background, so the image fails instead.
+    not_finite = set(pairs[~torch.isfinite(maps).flatten(1).all(dim=1), 0].tolist())
+    results: list[tuple[Tensor, Tensor] | str] = []
+    for i in range(inputs.shape[0]):
+        rows = pairs[:, 0] == i
+        if i in not_finite:
+            results.append("the CAM holds NaN or inf (the model's output is not finite)")
+        else:
+            results.append((pairs[rows, 1], maps[rows]))
+    return results
+
+
 def _write_job(
     run: MaskRun, job: MaskJob, present: Tensor, raw_maps: Tensor, item: dict[str, Any]
 ) -> None:
+    """Write the job's files; an OSError names the file it could not write."""
     height, width = item["size"]
     # Upsampled once, from the map's own size straight to the image's, then
     # normalised, as IRN does (a background-only image has no map at all).
@@ -320,19 +380,23 @@ def _write_job(
     mask = torch.cat([present.new_zeros(1), present + 1])[scores.argmax(dim=0)].cpu()
     if run.crf:
         mask = dense_crf(item["rgb"], mask)
-    writer = run.writer or atomic_write
     if run.save_cams:
-        path = cams_path(run.out, job)
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         np.savez(
             buffer,
             cams=maps.cpu().numpy().astype(np.float16),
             classes=present.cpu().numpy().astype(np.int64),
         )
-        with writer(path) as stream:
-            stream.write(buffer.getvalue())
-    path = mask_path(run.out, job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with writer(path) as stream:
-        write_label_png(stream, mask.numpy())
+        _write_file(run, cams_path(run.out, job), buffer.getvalue())
+    buffer = io.BytesIO()
+    write_label_png(buffer, mask.numpy())
+    _write_file(run, mask_path(run.out, job), buffer.getvalue())
+
+
+def _write_file(run: MaskRun, path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with (run.writer or atomic_write)(path) as stream:
+            stream.write(data)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from error
