@@ -391,6 +391,8 @@ def explore(
     """
     from ..models import preprocess, read_image  # the models package is not needed otherwise
 
+    if not isinstance(cam, ShallowCAM):
+        raise TypeError(f"the explorer needs a ShallowCAM, got {type(cam).__name__}")
     if isinstance(photos, (Tensor, str, os.PathLike)):
         photos = [photos]
     tensors: list[Tensor] = []
