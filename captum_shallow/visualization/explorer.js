@@ -324,12 +324,12 @@
     var opacity = slider("Overlay opacity", "csx-opacity", this.state.opacity, 0.05);
     var threshold = slider(
       "Background threshold t", "csx-threshold", this.state.threshold, 0.01,
-      "pixels whose normalised map ≤ t are background (IRN)"
+      "background: normalised map ≤ t (IRN)"
     );
-    var fusion = choice("Fusion of the ticked layers", "csx-fusion",
+    var fusion = choice("Fusion of ticked layers", "csx-fusion",
       FUSIONS.map(function (f) { return [f, f]; }), this.state.fusion);
     var scaling = choice("Fused map colours", "csx-scaling", [
-      ["documented", "documented (product: value^(1/L))"],
+      ["documented", "product as value^(1/L)"],
       ["linear", "linear"],
     ], this.state.scaling);
     opacity.input.addEventListener("input", function () {
@@ -350,7 +350,6 @@
     });
     this.outputs = { opacity: opacity.output, threshold: threshold.output };
     [opacity, threshold, fusion, scaling].forEach(function (c) { controls.appendChild(c.wrap); });
-    controls.appendChild(this.explorer.colorbar());
     section.appendChild(controls);
 
     var panels = el("div", "csx-panels");
@@ -362,6 +361,7 @@
     this.maskCaption = this.maskCanvas.parentNode.querySelector("figcaption");
     this.readout = el("div", "csx-readout", "point at the map to read its value");
     this.overlayCanvas.parentNode.appendChild(this.readout);
+    this.overlayCanvas.parentNode.insertBefore(this.explorer.colorbar(), this.overlayCaption);
     this.overlayCanvas.addEventListener("mousemove", function (event) { self.read(event); });
     section.appendChild(panels);
 
