@@ -395,14 +395,32 @@ def test_the_pages_fusion_and_scaling_equal_pythons_on_awkward_maps(loaded: Page
 def test_two_notebook_outputs_work_independently(
     driver: Any, small_explorer: Explorer, tmp_path: Path
 ) -> None:
-    first, second = small_explorer._repr_html_(), small_explorer._repr_html_()
     notebook = tmp_path / "notebook.html"
     notebook.write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
-        f"</head><body><div class='output'>{first}</div><div class='output'>{second}</div>"
-        "</body></html>"
+        "</head><body><div class='output'></div><div class='output'></div></body></html>"
     )
     driver.get(notebook.as_uri())
+    # As JupyterLab renders a trusted text/html output: set innerHTML, then replace
+    # each script by a fresh copy so that the browser runs it.
+    driver.execute_script(
+        """
+        var outputs = [arguments[0], arguments[1]];
+        document.querySelectorAll("div.output").forEach(function (host, i) {
+          host.innerHTML = outputs[i];
+          host.querySelectorAll("script").forEach(function (old) {
+            var script = document.createElement("script");
+            Array.from(old.attributes).forEach(function (a) {
+              script.setAttribute(a.name, a.value);
+            });
+            script.textContent = old.textContent;
+            old.parentNode.replaceChild(script, old);
+          });
+        });
+        """,
+        small_explorer._repr_html_(),
+        small_explorer._repr_html_(),
+    )
     roots = [e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "div.csx")]
     assert len(roots) == 2
     assert roots[0] != roots[1]
@@ -412,4 +430,5 @@ def test_two_notebook_outputs_work_independently(
     assert (pages[0].state(1)["classPos"], pages[0].state(1)["opacity"]) == (3, 0)
     assert (pages[1].state(1)["classPos"], pages[1].state(1)["opacity"]) == (0, 0.6)
     assert len(driver.find_elements(By.CSS_SELECTOR, ".csx-image")) == 4
+    assert pages[1].pixels(1, "canvas.csx-overlay").std() > 10
     assert pages[0].errors() == []
