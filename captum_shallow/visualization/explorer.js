@@ -469,6 +469,7 @@
 
   /** Redraw; `maps` when the class, view, layers, fusion or scaling changed. */
   ImageView.prototype.update = function (maps) {
+    if (!this.pixels) return; // the photo is still decoding; start() draws everything
     var self = this;
     var state = this.state;
     var explorer = this.explorer;
