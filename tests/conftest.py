@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from captum_shallow.visualization import Explorer
 
 
 @pytest.fixture(scope="session")
@@ -18,3 +23,41 @@ def lite0() -> nn.Module:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+class ExplorerNet(nn.Module):
+    """Three ReLU stages of stride 2 and a linear head over 7 classes: for a 60 px
+    input, maps of 30, 15 and 8 px, so fusing upsamples by non-integer factors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU())
+        self.stage2 = nn.Sequential(nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.stage3 = nn.Sequential(nn.Conv2d(16, 16, 3, 2, 1), nn.ReLU())
+        self.head = nn.Linear(16, 7)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stage3(self.stage2(self.stage1(x))).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="session")
+def explorer_net() -> ExplorerNet:
+    """A small random-weight CNN for the explorer's tests (seeded, in eval mode)."""
+    torch.manual_seed(0)
+    return ExplorerNet().eval()
+
+
+@pytest.fixture(scope="session")
+def small_explorer(explorer_net: ExplorerNet) -> Explorer:
+    """The explorer of two scikit-image photos through ``explorer_net`` (top 5 of 7 classes)."""
+    from captum_shallow import ShallowCAM
+    from captum_shallow.models import sample_photo
+    from captum_shallow.visualization import explore
+
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    photos = [sample_photo("chelsea"), sample_photo("coffee")]
+    classes = ["cat", "dog", "cup", "spoon", "saucer", "table", "wall"]
+    return explore(
+        cam, photos, names=["chelsea", "coffee"], classes=classes, input_size=60, model_name="net"
+    )

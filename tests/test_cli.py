@@ -77,8 +77,9 @@ def test_demo_writes_the_comparison_figure_and_prints_the_top5(tmp_path: Path) -
     assert lines[1].split() == ["285", "0.800", "Egyptian", "cat"]
     assert [line.split()[0] for line in lines[2:6]] == ["281", "282", "287", "728"]
     assert lines[6] == f"wrote {Path('figs') / 'demo.png'}"
-    # 5 panels of 3 in; 300/451 of 3 in + 0.4 in of panel titles + 0.4 in of title; 100 dpi.
-    assert _png_size(tmp_path / "figs" / "demo.png") == (1500, 279)
+    # 5 panels in 2 rows of 3 (3 in wide); each row 300/451 of 3 in + 0.45 in of panel
+    # titles; 0.4 in of title, 0.6 in of colour bar; 100 dpi.
+    assert _png_size(tmp_path / "figs" / "demo.png") == (900, 589)
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["demo.png"]
 
 
@@ -98,9 +99,9 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
         "coffee.cam.png",
         "coffee.maps.npz",
     ]
-    # photo, four fused layers and the fused map: 6 panels; heights follow each photo.
-    assert _png_size(out / "chelsea.cam.png") == (1800, 279)
-    assert _png_size(out / "coffee.cam.png") == (1800, 280)
+    # photo, four fused layers and the fused map: 2 rows of 3 panels; heights follow each photo.
+    assert _png_size(out / "chelsea.cam.png") == (900, 589)
+    assert _png_size(out / "coffee.cam.png") == (900, 590)
     assert "chelsea.png: Egyptian cat (285), p = 0.80 ->" in result.stdout
 
     model = load_model("efficientnet-lite0")

@@ -9,9 +9,18 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import visualization as captum_viz
+from matplotlib.collections import QuadMesh
 from PIL import Image
 
-from captum_shallow.visualization import attribution_figure, image_to_numpy, map_to_numpy
+from captum_shallow import fuse_maps
+from captum_shallow.visualization import (
+    COLORBAR_LABEL,
+    attribution_figure,
+    display_scaling,
+    grid_shape,
+    image_to_numpy,
+    map_to_numpy,
+)
 
 
 def test_image_to_numpy_gives_hwc_uint8() -> None:
@@ -41,7 +50,7 @@ def test_every_panel_is_drawn_by_captum_on_the_figures_grid(
     original = captum_viz.visualize_image_attr
 
     def spy(attr: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        calls.append({"shape": attr.shape, **kwargs})
+        calls.append({"shape": attr.shape, "attr": attr, **kwargs})
         return original(attr, *args, **kwargs)
 
     monkeypatch.setattr(captum_viz, "visualize_image_attr", spy)
@@ -51,7 +60,13 @@ def test_every_panel_is_drawn_by_captum_on_the_figures_grid(
     methods = [c["method"] for c in calls]
     assert methods == ["original_image", "blended_heat_map", "blended_heat_map"]
     assert all(c["use_pyplot"] is False and c["shape"] == (40, 60, 1) for c in calls)
-    axes = figure.get_axes()
+    # Each map over its own maximum, and Captum's outlier rescaling off: colour = value.
+    assert all(c["outlier_perc"] == 0 and c["cmap"] == "inferno" for c in calls)
+    assert [c["alpha_overlay"] for c in calls] == [0.6] * 3
+    assert [float(c["attr"].max()) for c in calls[1:]] == [1.0, 1.0]
+    expected = map_to_numpy(maps[1], (40, 60)) / map_to_numpy(maps[1], (40, 60)).max()
+    np.testing.assert_allclose(calls[2]["attr"], expected, rtol=1e-6)
+    axes = figure.get_axes()[:3]
     assert [c["plt_fig_axis"] for c in calls] == [(figure, axis) for axis in axes]
     assert [axis.get_title() for axis in axes] == ["photo", "a", "b"]
 
@@ -60,11 +75,60 @@ def test_figure_size_follows_panels_rows_and_photo_aspect() -> None:
     photo = torch.zeros(3, 50, 100, dtype=torch.uint8)
     panels = [(str(i), torch.rand(4, 4)) for i in range(5)]
     figure = attribution_figure(photo, panels, title="t", ncols=3)
-    # 3 columns of 3 in; 2 rows of (3 * 50 / 100 + 0.4) in; 0.4 in for the title.
-    assert figure.get_size_inches().round(3).tolist() == [9.0, 4.2]
-    assert len(figure.get_axes()) == 6
-    assert not figure.get_axes()[-1].axison  # the unused sixth cell is blank
+    # 3 columns of 3 in; 2 rows of (3 * 50 / 100 + 0.45) in; 0.4 in for the title,
+    # 0.6 in for the colour bar.
+    assert figure.get_size_inches().round(3).tolist() == [9.0, 4.9]
+    assert len(figure.get_axes()) == 7  # six cells and the colour bar
+    assert not figure.get_axes()[5].axison  # the unused sixth cell is blank
     assert figure.get_suptitle() == "t"
+    wide = attribution_figure(photo, panels, ncols=5)
+    assert wide.get_size_inches().round(3).tolist() == [15.0, 2.55]
+
+
+def test_the_grid_has_balanced_rows_of_at_most_four_panels() -> None:
+    shapes = {n: grid_shape(n) for n in range(1, 11)}
+    assert shapes == {
+        1: (1, 1), 2: (1, 2), 3: (1, 3), 4: (1, 4), 5: (2, 3),
+        6: (2, 3), 7: (2, 4), 8: (2, 4), 9: (3, 3), 10: (3, 4),
+    }  # fmt: skip
+    assert grid_shape(3, ncols=8) == (1, 3)
+    assert grid_shape(5, ncols=2) == (3, 2)
+    with pytest.raises(ValueError, match="no panel"):
+        grid_shape(0)
+
+
+def test_one_colour_bar_says_what_the_colours_mean() -> None:
+    photo = torch.zeros(3, 20, 20, dtype=torch.uint8)
+    figure = attribution_figure(photo, [("photo", None), ("m", torch.rand(3, 3))])
+    colorbar = figure.get_axes()[-1]
+    assert colorbar.get_xlabel() == COLORBAR_LABEL == "map value ÷ the map's maximum"
+    assert colorbar.get_xlim() == (0.0, 1.0)
+    assert [t.get_text() for t in colorbar.get_xticklabels()] == [
+        "0.00", "0.25", "0.50", "0.75", "1.00"
+    ]  # fmt: skip
+    (solids,) = [c for c in colorbar.collections if isinstance(c, QuadMesh)]
+    assert solids.get_cmap().name == "inferno"
+    assert figure.get_axes()[1].images[-1].get_cmap().name == "inferno"
+    # No colour bar where no colour map is drawn: the photo alone, or masked images.
+    assert len(attribution_figure(photo, [("photo", None)]).get_axes()) == 1
+    masked = attribution_figure(photo, [("m", torch.rand(3, 3))], method="masked_image")
+    assert len(masked.get_axes()) == 1
+
+
+def test_a_product_is_shown_as_the_geometric_mean_of_its_layers() -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = [torch.rand(2, 1, 6, 6, generator=generator) for _ in range(3)]
+    scaling = display_scaling("product", 3)
+    assert scaling.exponent == pytest.approx(1 / 3)
+    assert scaling.label == "shown as value^(1/3) (geometric mean)"
+    shown = scaling(fuse_maps(maps, fusion="product"))
+    geometric = torch.stack(maps).prod(dim=0) ** (1 / 3)
+    geometric = geometric / geometric.amax(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(shown, geometric)
+    for fusion, layers in (("max", 3), ("mean", 3), ("product", 1), ("geometric", 4)):
+        linear = display_scaling(fusion, layers)
+        assert (linear.exponent, linear.label) == (1.0, "shown linearly")
+        torch.testing.assert_close(linear(torch.tensor([-0.5, 0.25])), torch.tensor([0.0, 0.25]))
 
 
 def test_figure_renders_headless_to_png_of_the_documented_size() -> None:
@@ -74,7 +138,7 @@ def test_figure_renders_headless_to_png_of_the_documented_size() -> None:
     figure.savefig(buffer, format="png", dpi=50)
     with Image.open(io.BytesIO(buffer.getvalue())) as png:
         assert png.format == "PNG"
-        assert png.size == (300, 95)  # (6 in, 1.9 in) at 50 dpi
+        assert png.size == (300, 127)  # (6 in, 1.5 + 0.45 + 0.6 = 2.55 in) at 50 dpi
 
 
 def test_a_map_without_positive_evidence_shows_the_photo() -> None:

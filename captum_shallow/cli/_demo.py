@@ -1,7 +1,8 @@
 """``captum-shallow demo``: why shallow truncated CAMs, on a real photo and model.
 
 One figure, one photo, one class: Grad-CAM at the last stage, LayerCAM at a
-shallow stage, the same with gradient truncation, and the fused ShallowCAM.
+shallow stage, the same with gradient truncation, and the fused ShallowCAM (shown
+through :func:`~captum_shallow.visualization.display_scaling`, as its title says).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from captum_shallow.models import (
     resolve_layers,
     sample_photo,
 )
-from captum_shallow.visualization import attribution_figure
+from captum_shallow.visualization import attribution_figure, display_scaling
 
 from ._errors import CLIError
 from ._files import make_folder, write_figure
@@ -122,17 +123,19 @@ def run(args: argparse.Namespace) -> int:
     last, shallow = resolve_layers(model, [preset.last, preset.shallow])
     fused_layers = resolve_layers(model, preset.fusion)
     truncated = describe_truncation(truncation)
+    cam = ShallowCAM(model, fused_layers)
+    scaling = display_scaling(cam.fusion, len(fused_layers))
     maps = [
         LayerGradCam(model, last).attribute(inputs, target=target),
         LayerCAM(model, shallow).attribute(inputs, target=target),
         LayerCAM(model, shallow, truncation=truncation).attribute(inputs, target=target),
-        ShallowCAM(model, fused_layers).attribute(inputs, target=target),
+        scaling(cam.attribute(inputs, target=target)),
     ]
     titles = [
-        f"Grad-CAM, last stage\n{preset.last} ({_size(maps[0])})",
-        f"LayerCAM, shallow stage\n{preset.shallow} ({_size(maps[1])})",
-        f"LayerCAM + truncation\n{truncated}",
-        f"ShallowCAM, measured defaults\n{len(fused_layers)} stages, product ({_size(maps[3])})",
+        f"Grad-CAM at {preset.last}\n{_size(maps[0])}, last stage",
+        f"LayerCAM at {preset.shallow}\n{_size(maps[1])}, no truncation",
+        f"LayerCAM at {preset.shallow}\n{_size(maps[2])}, {truncated}",
+        f"ShallowCAM, {cam.fusion} of {len(fused_layers)} ({_size(maps[3])})\n{scaling.label}",
     ]
     figure = attribution_figure(
         photo,

@@ -1,8 +1,9 @@
-"""``captum-shallow explain IMAGE...``: a fused map and a figure per image.
+"""``captum-shallow explain IMAGE...``: a fused map and a figure per image, and
+with ``--html`` one interactive page of them all.
 
 Every image is read once before anything is written, so a bad path or file
 fails the run with nothing on disk; outputs then appear one by one, each
-written atomically.
+written atomically (the page last, once every image is explained).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from tqdm import tqdm
 
 from captum_shallow import ShallowCAM
 from captum_shallow.models import preprocess, read_image
-from captum_shallow.visualization import attribution_figure
+from captum_shallow.visualization import (
+    ExplainedImage,
+    Explorer,
+    attribution_figure,
+    display_scaling,
+    explain_images,
+)
+from captum_shallow.visualization._explorer import cam_settings
 
 from ._errors import CLIError
 from ._files import make_folder, write_arrays, write_figure
@@ -41,6 +49,8 @@ DPI = 100
 #: Suffixes of the files written per image: ``<stem>.cam.png``, ``<stem>.maps.npz``.
 FIGURE_SUFFIX = ".cam.png"
 MAPS_SUFFIX = ".maps.npz"
+#: The page ``--html`` writes in ``--out``.
+REPORT_NAME = "report.html"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -57,7 +67,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="explain your images: a fused shallow CAM and a figure per image",
         description=(
             "Compute a ShallowCAM per image and write <stem>.cam.png (the photo, each "
-            "layer's map and the fused map) and, with --save-maps, <stem>.maps.npz."
+            "layer's map and the fused map) and, with --save-maps, <stem>.maps.npz; "
+            f"with --html, one self-contained {REPORT_NAME} to explore the maps."
         ),
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -78,6 +89,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--save-maps",
         action="store_true",
         help="also write the raw maps (fused and per layer) as <stem>.maps.npz",
+    )
+    parser.add_argument(
+        "--html",
+        action="store_true",
+        help=f"also write {REPORT_NAME}: one self-contained page (no network needed) with "
+        "each image's top-5 classes, every layer's map, the fused map recomputed as you "
+        "toggle layers, and opacity and background-threshold sliders",
     )
     parser.add_argument(
         "--batch-size",
@@ -112,7 +130,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         raise CLIError(one_line(error)) from None
     stems = _output_stems(args.images)
-    caption = f"ShallowCAM ({args.method}, {args.fusion})\n{describe_truncation(truncation)}"
+    scaling = display_scaling(cam.fusion, len(layers))
+    truncated = describe_truncation(truncation)
+    explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1
     with tqdm(total=len(args.images), unit="image", disable=None if many else True) as bar:
@@ -136,10 +156,16 @@ def run(args: argparse.Namespace) -> int:
                 label = f"{loaded.classes[index]} ({index}), p = {probability:.2f}"
                 panels: list[tuple[str, Tensor | None]] = [(Path(path).name, None)]
                 panels += [
-                    (f"{name} ({m.shape[-2]}×{m.shape[-1]})", m[i])
+                    (f"{method.__name__} at {name}\n{_size(m)}, {truncated}", m[i])
                     for name, m in zip(names, layer_maps, strict=True)
                 ]
-                panels.append((caption, fused[i]))
+                panels.append(
+                    (
+                        f"ShallowCAM, {cam.fusion} of {len(layers)} ({_size(fused)})\n"
+                        f"{scaling.label}",
+                        scaling(fused[i]),
+                    )
+                )
                 title = f"{loaded.name} on {Path(path).name}: {label}"
                 stem = folder / stems[start + i]
                 written = write_figure(
@@ -153,7 +179,33 @@ def run(args: argparse.Namespace) -> int:
                     write_arrays(stem.with_name(stem.name + MAPS_SUFFIX), **archive)
                 bar.write(f"{path}: {label} -> {written}")
                 bar.update(1)
+            if args.html:
+                names_shown = [Path(path).name for path in paths]
+                try:
+                    explained += explain_images(
+                        cam, inputs, photos, names_shown, loaded.classes, target=target
+                    )
+                except ValueError as error:
+                    raise CLIError(one_line(error)) from None
+    if args.html and folder is not None:
+        report = Explorer(
+            explained,
+            names,
+            cam_settings(cam, loaded.name, loaded.input_size),
+            fusion=str(cam.fusion),
+            gamma=cam.gamma,
+            title=f"captum-shallow explain: {loaded.name}",
+        )
+        try:
+            written = report.save(folder / REPORT_NAME)
+        except OSError as error:
+            raise CLIError(f"cannot write {folder / REPORT_NAME}: {one_line(error)}") from None
+        print(f"{len(explained)} images -> {written}")
     return 0
+
+
+def _size(attribution: Tensor) -> str:
+    return f"{attribution.shape[-2]}×{attribution.shape[-1]}"
 
 
 def _read(path: str) -> Tensor:

@@ -1,0 +1,521 @@
+"""An interactive explorer of :class:`~captum_shallow.ShallowCAM` maps in one
+self-contained HTML page: :func:`explore`, :class:`Explorer`, :func:`explain_images`.
+
+The page embeds everything it shows (the photo as a JPEG data URI, each layer's
+map for each of the top classes, a colour map table, the script and the style),
+so it works from ``file://``, offline, or inline in a Jupyter output. Maps are
+stored at their layer's own resolution, quantised to 16 bits: 8 bits would err by
+up to 2e-3 per map, more than the 1e-3 within which the page's fusion is tested
+against :func:`~captum_shallow.fuse_maps`. The page recomputes the fused map from
+the layer maps with ``fuse_maps``' formula, so layers can be toggled and the
+fusion changed in the page; the template (``explorer.html``, ``explorer.css``,
+``explorer.js``) is package data beside this module.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from PIL import Image
+from torch import Tensor, nn
+
+from .._atomic import atomic_write
+from ..attribution import ShallowCAM
+from ..attribution._hooks import layer_name
+from ..segmentation import IRN_THRESHOLD
+from ._display import COLORBAR_LABEL, DEFAULT_CMAP, DEFAULT_OPACITY, image_to_numpy
+
+#: Classes per image whose maps the explorer precomputes (the top by probability).
+TOP_CLASSES = 5
+#: Longest side in pixels of a photo embedded in a page; larger photos are downscaled.
+PHOTO_PIXELS = 640
+#: JPEG quality of an embedded photo.
+JPEG_QUALITY = 85
+#: The fusions the page recomputes, each as :func:`~captum_shallow.fuse_maps` does.
+EXPLORER_FUSIONS = ("max", "mean", "product", "geometric")
+
+_TEMPLATES = ("explorer.html", "explorer.css", "explorer.js")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
+
+
+@dataclass(frozen=True)
+class ExplainedImage:
+    """One photo and its layer maps for a few classes, as the explorer shows them.
+
+    Args:
+        name (str): The image's title, e.g. its file name.
+        photo (Tensor): (3, H, W) ``uint8`` (or float in [0, 1]) photo.
+        classes (tuple[int, ...]): Class indices, the most probable first.
+        class_names (tuple[str, ...]): Their names.
+        probabilities (tuple[float, ...]): Their probabilities.
+        layer_maps (tuple[tuple[Tensor, ...], ...]): Per class, each layer's
+            raw map ``(h_l, w_l)``, as ``ShallowCAM.attribute(...,
+            return_layer_maps=True)`` gives it.
+        initial (int): Position in ``classes`` of the class shown first.
+            Default: 0
+    """
+
+    name: str
+    photo: Tensor
+    classes: tuple[int, ...]
+    class_names: tuple[str, ...]
+    probabilities: tuple[float, ...]
+    layer_maps: tuple[tuple[Tensor, ...], ...]
+    initial: int = 0
+
+
+def explain_images(
+    cam: ShallowCAM,
+    inputs: Tensor,
+    photos: Sequence[Tensor],
+    names: Sequence[str],
+    classes: Sequence[str] | None = None,
+    top: int = TOP_CLASSES,
+    target: int | None = None,
+) -> list[ExplainedImage]:
+    """The layer maps of each input's top classes (one backward pass per class rank).
+
+    Args:
+        cam (ShallowCAM): The explainer; its ``forward_func`` gives the logits.
+        inputs (Tensor): The model inputs, ``(N, 3, h, w)``, on the model's device.
+        photos (Sequence[Tensor]): The N photos the inputs were made from.
+        names (Sequence[str]): The N photos' titles.
+        classes (Sequence[str], optional): Class names in output order.
+            Default: ImageNet's for 1000 outputs, else the indices
+        top (int, optional): Classes per image, the most probable first.
+            Default: ``TOP_CLASSES`` (5)
+        target (int, optional): A class to add where it is not among the top
+            ones, and to show first.
+            Default: None (the top class is shown first)
+
+    Returns:
+        list[ExplainedImage]: One per input.
+    """
+    if not isinstance(cam, ShallowCAM):
+        raise TypeError(f"the explorer needs a ShallowCAM, got {type(cam).__name__}")
+    if not len(photos) == len(names) == inputs.shape[0]:
+        raise ValueError(
+            f"got {inputs.shape[0]} inputs, {len(photos)} photos and {len(names)} names"
+        )
+    if top < 1:
+        raise ValueError(f"top must be at least 1, got {top}")
+    with torch.no_grad():
+        probabilities = cam.forward_func(inputs).softmax(dim=1)
+    outputs = probabilities.shape[1]
+    if classes is None:
+        classes = _class_names(outputs)
+    if len(classes) != outputs:
+        raise ValueError(f"got {len(classes)} class names for {outputs} outputs")
+    if target is not None and not 0 <= target < outputs:
+        raise ValueError(f"target {target} is out of range for {outputs} classes")
+    ranked = probabilities.topk(min(top, outputs), dim=1).indices
+    if target is not None:  # maps for the target everywhere; used where it is not ranked
+        ranked = torch.cat([ranked, ranked.new_full((len(ranked), 1), target)], dim=1)
+    per_rank = [
+        cam.attribute(inputs, target=ranked[:, rank].tolist(), return_layer_maps=True)[1]
+        for rank in range(ranked.shape[1])
+    ]
+    explained = []
+    for i, (photo, name) in enumerate(zip(photos, names, strict=True)):
+        order = ranked[i].tolist()
+        if target is not None and target in order[:-1]:
+            order = order[:-1]
+        explained.append(
+            ExplainedImage(
+                name=name,
+                photo=photo,
+                classes=tuple(order),
+                class_names=tuple(classes[c] for c in order),
+                probabilities=tuple(float(probabilities[i, c]) for c in order),
+                layer_maps=tuple(
+                    tuple(m[i, 0].detach().float().cpu() for m in per_rank[rank])
+                    for rank in range(len(order))
+                ),
+                initial=0 if target is None else order.index(target),
+            )
+        )
+    return explained
+
+
+def cam_settings(
+    cam: ShallowCAM, model_name: str | None = None, input_size: int | None = None
+) -> dict[str, str]:
+    """What a :class:`ShallowCAM` computes, as the explorer's settings text.
+
+    Args:
+        cam (ShallowCAM): The explainer.
+        model_name (str, optional): The model's name.
+            Default: None (its class name)
+        input_size (int, optional): Side of the square model input.
+            Default: None (not shown)
+
+    Returns:
+        dict[str, str]: Model, input, layers, method, truncation, propagation and
+        fusion, plus gates and task where the explainer has them.
+
+    Examples::
+
+        >>> from torchvision.models import resnet18
+        >>> from captum_shallow import ShallowCAM
+        >>> from captum_shallow.visualization._explorer import cam_settings
+        >>> model = resnet18().eval()
+        >>> settings = cam_settings(ShallowCAM(model, [model.layer1, model.layer4]), "resnet18")
+        >>> settings["layers"], settings["truncation"], settings["fusion"]
+        ('layer1, layer4', 'none', 'product')
+    """
+    model = cam.forward_func
+    names = [layer_name(model, layer) for layer in cam.layers]
+    truncations = [_describe(t, model) for t in cam.truncations]
+    settings = {
+        "model": model_name or type(model).__name__,
+        "layers": ", ".join(names),
+        "method": cam.method.__name__,
+        "truncation": truncations[0]
+        if len(set(truncations)) == 1
+        else "; ".join(f"{n}: {t}" for n, t in zip(names, truncations, strict=True)),
+        "propagation": _describe(getattr(cam, "propagation", None), model),
+    }
+    if input_size is not None:
+        settings["input"] = f"{input_size}×{input_size} px"
+    for optional in ("gates", "task"):
+        value = getattr(cam, optional, None)
+        if value is not None:
+            settings[optional] = _describe(value, model)
+    fusion = str(cam.fusion)
+    if cam.gamma is not None:
+        fusion += f", each layer map scaled by tanh({cam.gamma:g}·M)"
+    settings["fusion"] = fusion
+    return settings
+
+
+class Explorer:
+    """An interactive page of layer maps, fused in the page, for a few images.
+
+    Per image: the photo; the top classes with their probabilities and a switch
+    between them; every layer's map and the fused map, with a toggle per layer;
+    the fused map recomputed in the page with :func:`~captum_shallow.fuse_maps`'
+    formula (and any of ``EXPLORER_FUSIONS``); sliders for the overlay's opacity
+    and for the background threshold, with the pseudo-mask it gives (IRN's rule:
+    a pixel whose normalised map is at most the threshold is background); the
+    settings as text. Display it in Jupyter (``_repr_html_``), or :meth:`save`
+    one self-contained HTML file.
+
+    Args:
+        images (Sequence[ExplainedImage]): The images, e.g. from :func:`explain_images`.
+        layers (Sequence[str]): The layers' names, in the maps' order.
+        settings (Mapping[str, str]): Shown as text, e.g. from ``cam_settings``.
+        fusion (str, optional): The fusion shown first, one of ``EXPLORER_FUSIONS``.
+            Default: ``"product"``
+        gamma (float, optional): The ``tanh(gamma * M)`` scaling of
+            :func:`~captum_shallow.fuse_maps`; None skips it.
+            Default: None
+        title (str, optional): The page's title.
+            Default: ``"captum-shallow explorer"``
+        cmap (str, optional): Matplotlib colour map of the maps.
+            Default: ``DEFAULT_CMAP`` (``"inferno"``)
+        opacity (float, optional): The overlay opacity slider's start.
+            Default: ``DEFAULT_OPACITY`` (0.6)
+        threshold (float, optional): The background threshold slider's start.
+            Default: IRN's 0.15
+    """
+
+    def __init__(
+        self,
+        images: Sequence[ExplainedImage],
+        layers: Sequence[str],
+        settings: Mapping[str, str],
+        fusion: str = "product",
+        gamma: float | None = None,
+        title: str = "captum-shallow explorer",
+        cmap: str = DEFAULT_CMAP,
+        opacity: float = DEFAULT_OPACITY,
+        threshold: float = IRN_THRESHOLD,
+    ) -> None:
+        if not images:
+            raise ValueError("the explorer needs at least one image")
+        if fusion not in EXPLORER_FUSIONS:
+            raise ValueError(f"fusion must be one of {EXPLORER_FUSIONS}, got {fusion!r}")
+        if gamma is not None and not gamma > 0:
+            raise ValueError(f"gamma must be positive or None, got {gamma!r}")
+        for name, value in (("opacity", opacity), ("threshold", threshold)):
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+        shapes = [tuple(m.shape) for m in images[0].layer_maps[0]]
+        if len(shapes) != len(layers):
+            raise ValueError(f"got {len(shapes)} layer maps for {len(layers)} layer names")
+        for image in images:
+            for maps in image.layer_maps:
+                if [tuple(m.shape) for m in maps] != shapes:
+                    raise ValueError(
+                        f"every class of every image needs maps of shapes {shapes} "
+                        f"(image {image.name!r})"
+                    )
+        self.images = list(images)
+        self.layers = list(layers)
+        self.settings = dict(settings)
+        self.fusion = fusion
+        self.gamma = gamma
+        self.title = title
+        self.cmap = cmap
+        self.opacity = float(opacity)
+        self.threshold = float(threshold)
+
+    def data(self) -> dict[str, Any]:
+        """Everything the page shows, as the JSON object it embeds."""
+        first = self.images[0].layer_maps[0]
+        return {
+            "version": 1,
+            "title": self.title,
+            "layers": [
+                {"name": name, "height": int(m.shape[0]), "width": int(m.shape[1])}
+                for name, m in zip(self.layers, first, strict=True)
+            ],
+            "fusion": self.fusion,
+            "fusions": list(EXPLORER_FUSIONS),
+            "gamma": self.gamma,
+            "opacity": self.opacity,
+            "threshold": self.threshold,
+            "colormap": {"name": self.cmap, "lut": _colormap_table(self.cmap)},
+            "colorbarLabel": COLORBAR_LABEL,
+            "settings": [[key, value] for key, value in self.settings.items()],
+            "images": [_image_data(image) for image in self.images],
+        }
+
+    def fragment(self, root_id: str) -> str:
+        """The explorer as an HTML fragment whose element ids all start with ``root_id``."""
+        if not re.fullmatch(r"[A-Za-z][\w-]*", root_id):
+            raise ValueError(f"root_id must be a plain HTML id, got {root_id!r}")
+        payload = json.dumps(self.data(), separators=(",", ":"), allow_nan=False)
+        page, css, script = (_template(name) for name in _TEMPLATES)
+        return _fill(
+            page,
+            ROOT_ID=root_id,
+            CSS=css,
+            # "<" escaped, so no text in the data can close the script element.
+            DATA=payload.replace("<", "\\u003c"),
+            SCRIPT=script,
+        )
+
+    def to_html(self) -> str:
+        """One self-contained HTML page: no network, no external file."""
+        return (
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            '<link rel="icon" href="data:,">\n'
+            f"<title>{html.escape(self.title)}</title>\n</head>\n"
+            f'<body class="csx-page">\n{self.fragment("csx-report")}\n</body>\n</html>\n'
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_html` to ``path``, atomically; return the path."""
+        with atomic_write(path) as stream:
+            stream.write(self.to_html().encode("utf-8"))
+        return Path(path)
+
+    def _repr_html_(self) -> str:
+        # A fresh id per display: one notebook may show several explorers.
+        return self.fragment(f"csx-{uuid.uuid4().hex[:12]}")
+
+    def __repr__(self) -> str:
+        return f"Explorer({len(self.images)} images, layers={self.layers}, fusion={self.fusion!r})"
+
+
+def explore(
+    cam: ShallowCAM,
+    photos: Tensor | str | os.PathLike[str] | Sequence[Tensor | str | os.PathLike[str]],
+    names: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
+    top: int = TOP_CLASSES,
+    target: int | None = None,
+    input_size: int | None = None,
+    model_name: str | None = None,
+    **options: Any,
+) -> Explorer:
+    """Explain photos with a :class:`~captum_shallow.ShallowCAM` and explore the maps.
+
+    Each photo is resized to the model's square input and normalised with
+    ImageNet's statistics (:func:`captum_shallow.models.preprocess`); the maps of
+    its ``top`` most probable classes are computed; the result shows inline in
+    Jupyter and :meth:`Explorer.save` writes it as one HTML file.
+
+    Args:
+        cam (ShallowCAM): The explainer; its ``forward_func`` is the model.
+        photos (Tensor, path or sequence of them): (3, H, W) photos or image files.
+        names (Sequence[str], optional): The photos' titles.
+            Default: None (file names, or "image 1", "image 2", ...)
+        classes (Sequence[str], optional): Class names in output order.
+            Default: ImageNet's for 1000 outputs, else the indices
+        top (int, optional): Classes per photo.
+            Default: ``TOP_CLASSES`` (5)
+        target (int, optional): A class to show first (added if not in the top).
+            Default: None (the top class)
+        input_size (int, optional): Side of the square model input.
+            Default: None (the model's ``input_image_size``, else 224)
+        model_name (str, optional): Shown in the settings.
+            Default: None (the model's class name)
+        **options: Other arguments of :class:`Explorer` (``title``, ``cmap``,
+            ``opacity``, ``threshold``).
+
+    Returns:
+        Explorer: Displays itself in Jupyter; ``.save(path)`` writes the page.
+
+    Examples::
+
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> from captum_shallow import ShallowCAM
+        >>> from captum_shallow.visualization import explore
+        >>> model = resnet18(num_classes=3).eval()
+        >>> cam = ShallowCAM(model, [model.layer1, model.layer2])
+        >>> photo = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
+        >>> explorer = explore(cam, photo, input_size=64)
+        >>> explorer
+        Explorer(1 images, layers=['layer1', 'layer2'], fusion='product')
+        >>> len(explorer.images[0].classes)  # the top 5 of 3 classes
+        3
+        >>> explorer.save("explorer.html")  # doctest: +SKIP
+    """
+    from ..models import preprocess, read_image  # the models package is not needed otherwise
+
+    if not isinstance(cam, ShallowCAM):
+        raise TypeError(f"the explorer needs a ShallowCAM, got {type(cam).__name__}")
+    if isinstance(photos, (Tensor, str, os.PathLike)):
+        photos = [photos]
+    tensors: list[Tensor] = []
+    titles: list[str] = []
+    for number, photo in enumerate(photos, start=1):
+        if isinstance(photo, Tensor):
+            tensors.append(photo)
+            titles.append(f"image {number}")
+        else:
+            tensors.append(read_image(photo))
+            titles.append(Path(photo).name)
+    if names is not None:
+        if len(names) != len(tensors):
+            raise ValueError(f"got {len(names)} names for {len(tensors)} photos")
+        titles = list(names)
+    model = cam.forward_func
+    size = input_size or int(getattr(model, "input_image_size", None) or 224)
+    device = _device(model)
+    inputs = torch.stack([preprocess(photo, size) for photo in tensors]).to(device)
+    explained = explain_images(cam, inputs, tensors, titles, classes, top, target)
+    layers = [layer_name(model, layer) for layer in cam.layers]
+    return Explorer(
+        explained,
+        layers,
+        cam_settings(cam, model_name, size),
+        fusion=str(cam.fusion),
+        gamma=cam.gamma,
+        **options,
+    )
+
+
+def _class_names(outputs: int) -> tuple[str, ...]:
+    if outputs == 1000:
+        from ..models import imagenet_classes
+
+        return tuple(imagenet_classes())
+    return tuple(str(i) for i in range(outputs))
+
+
+def _device(model: Any) -> torch.device:
+    if isinstance(model, nn.Module):
+        for parameter in model.parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def _describe(value: Any, model: Any) -> str:
+    """A setting as text: None is "none", a module its qualified name."""
+    if value is None:
+        return "none"
+    if isinstance(value, nn.Module):
+        return layer_name(model, value)
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_describe(item, model) for item in value) or "none"
+    return str(value)
+
+
+def _image_data(image: ExplainedImage) -> dict[str, Any]:
+    uri, width, height = _photo_uri(image.photo)
+    return {
+        "name": image.name,
+        "photo": uri,
+        "width": width,
+        "height": height,
+        "initial": image.initial,
+        "classes": [
+            {
+                "index": index,
+                "name": name,
+                "probability": round(probability, 6),
+                "maps": [_encode_map(m) for m in maps],
+            }
+            for index, name, probability, maps in zip(
+                image.classes,
+                image.class_names,
+                image.probabilities,
+                image.layer_maps,
+                strict=True,
+            )
+        ],
+    }
+
+
+def _photo_uri(photo: Tensor) -> tuple[str, int, int]:
+    """The photo as a JPEG data URI, its longest side at most ``PHOTO_PIXELS``."""
+    picture = Image.fromarray(image_to_numpy(photo))
+    if max(picture.size) > PHOTO_PIXELS:
+        scale = PHOTO_PIXELS / max(picture.size)
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/jpeg;base64,{encoded}", picture.width, picture.height
+
+
+def _encode_map(layer_map: Tensor) -> str:
+    """A map's positive part over its maximum, 16-bit little-endian, base64.
+
+    The page divides every layer map by its maximum before fusing, so this scale
+    loses nothing but the quantisation (at most 1/131070 of the map's maximum).
+    """
+    values = layer_map.detach().double().clamp(min=0)
+    peak = float(values.max()) if values.numel() else 0.0
+    scaled = values / peak if peak > 0 else torch.zeros_like(values)
+    quantised = (scaled * 65535).round().numpy().astype("<u2")
+    return base64.b64encode(quantised.tobytes()).decode("ascii")
+
+
+def _colormap_table(name: str) -> str:
+    """A matplotlib colour map as 256 RGB triples, base64."""
+    try:
+        colormap = colormaps[name]
+    except KeyError:
+        raise ValueError(f"unknown matplotlib colour map {name!r}") from None
+    rgb = np.round(colormap(np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
+    return base64.b64encode(rgb.tobytes()).decode("ascii")
+
+
+def _template(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _fill(template: str, **values: str) -> str:
+    """Replace each ``{{NAME}}`` once; inserted text is not scanned again."""
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)

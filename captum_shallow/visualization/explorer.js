@@ -1,0 +1,688 @@
+/* captum-shallow explorer: layer maps and their fusion, recomputed in the page.
+ * No network and no dependency: the data is the JSON element of each explorer.
+ * window.captumShallowExplorer.fuse() is captum_shallow.fuse_maps (tested
+ * equal within 1e-3); .displayScaling() is captum_shallow.visualization's.
+ */
+(function () {
+  "use strict";
+  var VERSION = "1";
+  if (window.captumShallowExplorer && window.captumShallowExplorer.version === VERSION) {
+    return;
+  }
+  var FUSIONS = ["max", "mean", "product", "geometric"];
+  var THUMB_WIDTH = 200;
+  var BOUNDARY = [0, 229, 255];
+
+  // --- the maths of captum_shallow.fuse_maps ------------------------------------
+
+  /** A 16-bit little-endian base64 map as {height, width, values} in [0, 1]. */
+  function decodeMap(base64, height, width) {
+    var bytes = atob(base64);
+    var count = height * width;
+    if (bytes.length !== 2 * count) {
+      throw new Error("a map of " + height + "x" + width + " needs " + 2 * count + " bytes");
+    }
+    var values = new Float64Array(count);
+    for (var i = 0; i < count; i++) {
+      values[i] = (bytes.charCodeAt(2 * i) | (bytes.charCodeAt(2 * i + 1) << 8)) / 65535;
+    }
+    return { height: height, width: width, values: values };
+  }
+
+  /** Source indices and weights of torch's bilinear resize (align_corners=False). */
+  function axis(from, to) {
+    var scale = from / to;
+    var low = new Int32Array(to);
+    var high = new Int32Array(to);
+    var weight = new Float64Array(to);
+    for (var i = 0; i < to; i++) {
+      var source = scale * (i + 0.5) - 0.5;
+      if (source < 0) source = 0;
+      var index = Math.floor(source);
+      low[i] = index;
+      high[i] = index < from - 1 ? index + 1 : index;
+      weight[i] = source - index;
+    }
+    return { low: low, high: high, weight: weight };
+  }
+
+  /** F.interpolate(mode="bilinear", align_corners=False); a new array. */
+  function resize(map, height, width) {
+    if (map.height === height && map.width === width) {
+      return { height: height, width: width, values: Float64Array.from(map.values) };
+    }
+    var rows = axis(map.height, height);
+    var cols = axis(map.width, width);
+    var source = map.values;
+    var out = new Float64Array(height * width);
+    for (var y = 0; y < height; y++) {
+      var top = rows.low[y] * map.width;
+      var bottom = rows.high[y] * map.width;
+      var wy = rows.weight[y];
+      for (var x = 0; x < width; x++) {
+        var left = cols.low[x];
+        var right = cols.high[x];
+        var wx = cols.weight[x];
+        out[y * width + x] =
+          (1 - wy) * ((1 - wx) * source[top + left] + wx * source[top + right]) +
+          wy * ((1 - wx) * source[bottom + left] + wx * source[bottom + right]);
+      }
+    }
+    return { height: height, width: width, values: out };
+  }
+
+  /** Divide by the maximum in place; all zeros without a positive value. Returns the peak. */
+  function normalise(values) {
+    var peak = 0;
+    for (var i = 0; i < values.length; i++) if (values[i] > peak) peak = values[i];
+    if (peak > 0) for (var j = 0; j < values.length; j++) values[j] /= peak;
+    else values.fill(0);
+    return peak;
+  }
+
+  /** fuse_maps(maps, size, fusion, gamma): upsample to the largest map, clamp at 0,
+   * divide by the maximum, optionally tanh(gamma * M), combine, divide again. */
+  function fuse(maps, fusion, gamma, size) {
+    if (!maps.length) throw new Error("fuse needs at least one map");
+    if (FUSIONS.indexOf(fusion) < 0) throw new Error("unknown fusion " + fusion);
+    var height, width;
+    if (size) {
+      height = size[0];
+      width = size[1];
+    } else {
+      var largest = maps[0];
+      maps.forEach(function (m) {
+        if (m.height * m.width > largest.height * largest.width) largest = m;
+      });
+      height = largest.height;
+      width = largest.width;
+    }
+    var out = new Float64Array(height * width);
+    out.fill(fusion === "max" ? -Infinity : fusion === "mean" ? 0 : 1);
+    maps.forEach(function (m) {
+      var v = resize(m, height, width).values;
+      for (var i = 0; i < v.length; i++) if (!(v[i] > 0)) v[i] = 0;
+      normalise(v);
+      if (gamma !== null && gamma !== undefined) {
+        for (var k = 0; k < v.length; k++) v[k] = Math.tanh(gamma * v[k]);
+      }
+      for (var j = 0; j < v.length; j++) {
+        if (fusion === "max") out[j] = Math.max(out[j], v[j]);
+        else if (fusion === "mean") out[j] += v[j];
+        else out[j] *= v[j];
+      }
+    });
+    for (var n = 0; n < out.length; n++) {
+      if (fusion === "mean") out[n] /= maps.length;
+      else if (fusion === "geometric") out[n] = Math.pow(out[n], 1 / maps.length);
+    }
+    normalise(out);
+    return { height: height, width: width, values: out };
+  }
+
+  /** captum_shallow.visualization.display_scaling. */
+  function displayScaling(fusion, layers) {
+    if (fusion === "product" && layers > 1) {
+      return { exponent: 1 / layers, label: "shown as value^(1/" + layers + ") (geometric mean)" };
+    }
+    return { exponent: 1, label: "shown linearly" };
+  }
+
+  // --- drawing -------------------------------------------------------------------
+
+  function decodeTable(base64) {
+    var bytes = atob(base64);
+    var table = new Uint8Array(bytes.length);
+    for (var i = 0; i < bytes.length; i++) table[i] = bytes.charCodeAt(i);
+    return table;
+  }
+
+  /** The map at a canvas's size, clamped at 0 and divided by its maximum. */
+  function mapAt(map, height, width) {
+    var values = resize(map, height, width).values;
+    for (var i = 0; i < values.length; i++) if (!(values[i] > 0)) values[i] = 0;
+    var peak = normalise(values);
+    return peak > 0 ? values : null;
+  }
+
+  /** Matplotlib's lookup: index floor(v * 256), at most 255. */
+  function colourIndex(value) {
+    return Math.min(255, Math.floor(value * 256)) * 3;
+  }
+
+  function paintOverlay(canvas, pixels, values, exponent, opacity, table) {
+    var ctx = canvas.getContext("2d");
+    var image = ctx.createImageData(canvas.width, canvas.height);
+    var d = image.data;
+    var a = values ? opacity : 0;
+    for (var i = 0, n = pixels.gray.length; i < n; i++) {
+      var g = pixels.gray[i];
+      var c = values ? colourIndex(exponent === 1 ? values[i] : Math.pow(values[i], exponent)) : 0;
+      d[4 * i] = Math.round((1 - a) * g + a * table[c]);
+      d[4 * i + 1] = Math.round((1 - a) * g + a * table[c + 1]);
+      d[4 * i + 2] = Math.round((1 - a) * g + a * table[c + 2]);
+      d[4 * i + 3] = 255;
+    }
+    ctx.putImageData(image, 0, 0);
+  }
+
+  /** IRN's rule: background where the normalised map <= t. Returns the foreground share. */
+  function paintMask(canvas, pixels, values, threshold) {
+    var width = canvas.width;
+    var height = canvas.height;
+    var n = width * height;
+    var fg = new Uint8Array(n);
+    var count = 0;
+    if (values) {
+      for (var i = 0; i < n; i++) {
+        fg[i] = values[i] > threshold ? 1 : 0;
+        count += fg[i];
+      }
+    }
+    var ctx = canvas.getContext("2d");
+    var image = ctx.createImageData(width, height);
+    var d = image.data;
+    for (var y = 0; y < height; y++) {
+      for (var x = 0; x < width; x++) {
+        var p = y * width + x;
+        var rgb;
+        if (!fg[p]) {
+          var g = Math.round(0.3 * pixels.gray[p]);
+          rgb = [g, g, g];
+        } else if (
+          (x > 0 && !fg[p - 1]) || (x < width - 1 && !fg[p + 1]) ||
+          (y > 0 && !fg[p - width]) || (y < height - 1 && !fg[p + width])
+        ) {
+          rgb = BOUNDARY;
+        } else {
+          rgb = [pixels.rgb[4 * p], pixels.rgb[4 * p + 1], pixels.rgb[4 * p + 2]];
+        }
+        d[4 * p] = rgb[0];
+        d[4 * p + 1] = rgb[1];
+        d[4 * p + 2] = rgb[2];
+        d[4 * p + 3] = 255;
+      }
+    }
+    ctx.putImageData(image, 0, 0);
+    return count / n;
+  }
+
+  /** A photo's pixels at a size: RGBA and Captum's grey (the channels' mean). */
+  function photoPixels(img, width, height) {
+    var canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    var ctx = canvas.getContext("2d");
+    ctx.drawImage(img, 0, 0, width, height);
+    var rgb = ctx.getImageData(0, 0, width, height).data;
+    var gray = new Float64Array(width * height);
+    for (var i = 0; i < gray.length; i++) {
+      gray[i] = (rgb[4 * i] + rgb[4 * i + 1] + rgb[4 * i + 2]) / 3;
+    }
+    return { rgb: rgb, gray: gray };
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function percent(value) {
+    return (100 * value).toFixed(value < 0.001 ? 2 : 1) + " %";
+  }
+
+  function slider(label, className, value, step, help) {
+    var wrap = el("label", "csx-control");
+    var head = el("span", "csx-control-label", label + " ");
+    var output = el("output", "csx-value");
+    head.appendChild(output);
+    var input = el("input", className);
+    input.type = "range";
+    input.min = "0";
+    input.max = "1";
+    input.step = String(step);
+    input.value = String(value);
+    wrap.appendChild(head);
+    wrap.appendChild(input);
+    if (help) wrap.appendChild(el("span", "csx-help", help));
+    return { wrap: wrap, input: input, output: output };
+  }
+
+  function choice(label, className, options, value) {
+    var wrap = el("label", "csx-control");
+    wrap.appendChild(el("span", "csx-control-label", label));
+    var select = el("select", className);
+    options.forEach(function (option) {
+      var node = el("option", "", option[1]);
+      node.value = option[0];
+      select.appendChild(node);
+    });
+    select.value = value;
+    wrap.appendChild(select);
+    return { wrap: wrap, select: select };
+  }
+
+  // --- one image -----------------------------------------------------------------
+
+  function ImageView(explorer, data, number) {
+    this.explorer = explorer;
+    this.data = data;
+    this.number = number;
+    this.layers = explorer.data.layers;
+    this.state = {
+      classPos: data.initial,
+      view: "fused",
+      enabled: this.layers.map(function () { return true; }),
+      fusion: explorer.data.fusion,
+      opacity: explorer.data.opacity,
+      threshold: explorer.data.threshold,
+      scaling: "documented",
+      foreground: 0,
+    };
+    this.cache = {};
+    this.node = this.build();
+  }
+
+  ImageView.prototype.build = function () {
+    var self = this;
+    var data = this.data;
+    var id = this.explorer.id + "-image-" + this.number;
+    var section = el("section", "csx-image");
+    section.id = id;
+    section.dataset.image = String(this.number);
+
+    var head = el("header", "csx-head");
+    head.appendChild(el("h2", "csx-name", data.name));
+    var classes = el("div", "csx-classes");
+    classes.setAttribute("role", "group");
+    classes.setAttribute("aria-label", "class explained");
+    this.classButtons = data.classes.map(function (cls, pos) {
+      var button = el("button", "csx-class");
+      button.type = "button";
+      button.dataset.classPos = String(pos);
+      button.title = "class " + cls.index;
+      button.appendChild(el("span", "csx-class-name", cls.name));
+      button.appendChild(el("span", "csx-class-p", percent(cls.probability)));
+      var bar = el("span", "csx-class-bar");
+      var fill = el("span", "");
+      fill.style.width = Math.max(1, Math.round(100 * cls.probability)) + "%";
+      bar.appendChild(fill);
+      button.appendChild(bar);
+      button.addEventListener("click", function () {
+        self.state.classPos = pos;
+        self.update(true);
+      });
+      classes.appendChild(button);
+      return button;
+    });
+    head.appendChild(classes);
+    section.appendChild(head);
+
+    var controls = el("div", "csx-controls");
+    var opacity = slider("Overlay opacity", "csx-opacity", this.state.opacity, 0.05);
+    var threshold = slider(
+      "Background threshold t", "csx-threshold", this.state.threshold, 0.01,
+      "background: normalised map ≤ t (IRN)"
+    );
+    var fusion = choice("Fusion of ticked layers", "csx-fusion",
+      FUSIONS.map(function (f) { return [f, f]; }), this.state.fusion);
+    var scaling = choice("Fused map colours", "csx-scaling", [
+      ["documented", "product as value^(1/L)"],
+      ["linear", "linear"],
+    ], this.state.scaling);
+    opacity.input.addEventListener("input", function () {
+      self.state.opacity = Number(opacity.input.value);
+      self.update(false);
+    });
+    threshold.input.addEventListener("input", function () {
+      self.state.threshold = Number(threshold.input.value);
+      self.update(false);
+    });
+    fusion.select.addEventListener("change", function () {
+      self.state.fusion = fusion.select.value;
+      self.update(true);
+    });
+    scaling.select.addEventListener("change", function () {
+      self.state.scaling = scaling.select.value;
+      self.update(true);
+    });
+    this.outputs = { opacity: opacity.output, threshold: threshold.output };
+    [opacity, threshold, fusion, scaling].forEach(function (c) { controls.appendChild(c.wrap); });
+    section.appendChild(controls);
+
+    var panels = el("div", "csx-panels");
+    var size = data.width + "×" + data.height + " px";
+    this.photoCanvas = this.panel(panels, "csx-photo", "Photo · " + size);
+    this.overlayCanvas = this.panel(panels, "csx-overlay", "");
+    this.maskCanvas = this.panel(panels, "csx-mask", "");
+    this.overlayCaption = this.overlayCanvas.parentNode.querySelector("figcaption");
+    this.maskCaption = this.maskCanvas.parentNode.querySelector("figcaption");
+    this.readout = el("div", "csx-readout", "point at the map to read its value");
+    this.overlayCanvas.parentNode.appendChild(this.readout);
+    this.overlayCanvas.parentNode.insertBefore(this.explorer.colorbar(), this.overlayCaption);
+    this.overlayCanvas.addEventListener("mousemove", function (event) { self.read(event); });
+    section.appendChild(panels);
+
+    var maps = el("div", "csx-maps");
+    maps.appendChild(el("h3", "csx-maps-title", "Maps · click one to view it, tick a layer to fuse it"));
+    var thumbs = el("div", "csx-thumbs");
+    this.thumbs = [this.thumb(thumbs, "fused", "Fused map")];
+    this.toggles = [];
+    this.layers.forEach(function (layer, k) {
+      self.thumbs.push(self.thumb(thumbs, String(k), layer.name + " · " + layer.height + "×" + layer.width, k));
+    });
+    maps.appendChild(thumbs);
+    section.appendChild(maps);
+    return section;
+  };
+
+  ImageView.prototype.panel = function (parent, className, caption) {
+    var figure = el("figure", "csx-panel");
+    var canvas = el("canvas", className);
+    canvas.width = this.data.width;
+    canvas.height = this.data.height;
+    figure.appendChild(canvas);
+    figure.appendChild(el("figcaption", "", caption));
+    parent.appendChild(figure);
+    return canvas;
+  };
+
+  ImageView.prototype.thumb = function (parent, view, caption, layer) {
+    var self = this;
+    var figure = el("figure", "csx-thumb");
+    figure.dataset.view = view;
+    figure.tabIndex = 0;
+    var canvas = el("canvas", "");
+    canvas.width = Math.min(THUMB_WIDTH, this.data.width);
+    canvas.height = Math.max(1, Math.round(this.data.height * canvas.width / this.data.width));
+    figure.appendChild(canvas);
+    var text = el("figcaption", "");
+    if (layer !== undefined) {
+      var toggle = el("input", "csx-toggle");
+      toggle.type = "checkbox";
+      toggle.checked = true;
+      toggle.dataset.layer = String(layer);
+      toggle.title = "fuse this layer";
+      toggle.addEventListener("click", function (event) { event.stopPropagation(); });
+      toggle.addEventListener("change", function () {
+        self.state.enabled[layer] = toggle.checked;
+        self.update(true);
+      });
+      var label = el("label", "csx-toggle-label");
+      label.appendChild(toggle);
+      label.appendChild(document.createTextNode(" " + caption));
+      label.addEventListener("click", function (event) { event.stopPropagation(); });
+      text.appendChild(label);
+      this.toggles.push(toggle);
+    } else {
+      text.textContent = caption;
+    }
+    figure.appendChild(text);
+    var select = function () {
+      self.state.view = view;
+      self.update(true);
+    };
+    figure.addEventListener("click", select);
+    figure.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        select();
+      }
+    });
+    parent.appendChild(figure);
+    return { figure: figure, canvas: canvas, caption: text, view: view, pixels: null };
+  };
+
+  /** Decoded layer maps of a class (cached). */
+  ImageView.prototype.layerMaps = function (pos) {
+    if (!this.cache[pos]) {
+      var layers = this.layers;
+      this.cache[pos] = this.data.classes[pos].maps.map(function (b64, k) {
+        return decodeMap(b64, layers[k].height, layers[k].width);
+      });
+    }
+    return this.cache[pos];
+  };
+
+  /** The fused map of the current class, ticked layers and fusion; null with no layer. */
+  ImageView.prototype.fusedMap = function () {
+    var maps = this.layerMaps(this.state.classPos);
+    var enabled = this.state.enabled;
+    var chosen = maps.filter(function (m, k) { return enabled[k]; });
+    return chosen.length ? fuse(chosen, this.state.fusion, this.explorer.data.gamma) : null;
+  };
+
+  ImageView.prototype.enabledCount = function () {
+    return this.state.enabled.filter(Boolean).length;
+  };
+
+  ImageView.prototype.exponent = function () {
+    if (this.state.scaling === "linear") return 1;
+    return displayScaling(this.state.fusion, this.enabledCount()).exponent;
+  };
+
+  ImageView.prototype.viewMap = function (view, fused) {
+    return view === "fused" ? fused : this.layerMaps(this.state.classPos)[Number(view)];
+  };
+
+  /** Redraw; `maps` when the class, view, layers, fusion or scaling changed. */
+  ImageView.prototype.update = function (maps) {
+    if (!this.pixels) return; // the photo is still decoding; start() draws everything
+    var self = this;
+    var state = this.state;
+    var explorer = this.explorer;
+    var table = explorer.table;
+    if (maps || !this.current) {
+      var fused = this.fusedMap();
+      var map = this.viewMap(state.view, fused);
+      this.current = {
+        fused: fused,
+        values: map ? mapAt(map, this.data.height, this.data.width) : null,
+        exponent: state.view === "fused" ? this.exponent() : 1,
+      };
+      this.classButtons.forEach(function (button, pos) {
+        button.setAttribute("aria-pressed", String(pos === state.classPos));
+      });
+      this.captions();
+    }
+    var current = this.current;
+    paintOverlay(this.overlayCanvas, this.pixels, current.values, current.exponent, state.opacity, table);
+    state.foreground = paintMask(this.maskCanvas, this.pixels, current.values, state.threshold);
+    this.outputs.opacity.textContent = state.opacity.toFixed(2);
+    this.outputs.threshold.textContent = state.threshold.toFixed(2);
+    this.maskCaption.textContent = current.values
+      ? "Pseudo-mask at t = " + state.threshold.toFixed(2) + " · foreground " + percent(state.foreground)
+      : "Pseudo-mask · no map to threshold";
+    this.thumbs.forEach(function (thumb) {
+      var map = self.viewMap(thumb.view, current.fused);
+      var values = map ? mapAt(map, thumb.canvas.height, thumb.canvas.width) : null;
+      var exponent = thumb.view === "fused" ? self.exponent() : 1;
+      paintOverlay(thumb.canvas, thumb.pixels, values, exponent, state.opacity, table);
+      thumb.figure.classList.toggle("csx-selected", thumb.view === state.view);
+      var layer = Number(thumb.view);
+      thumb.figure.classList.toggle("csx-off", thumb.view !== "fused" && !state.enabled[layer]);
+    });
+  };
+
+  ImageView.prototype.captions = function () {
+    var state = this.state;
+    var count = this.enabledCount();
+    var text;
+    if (state.view === "fused") {
+      var scale = state.scaling === "linear"
+        ? "shown linearly"
+        : displayScaling(state.fusion, count).label;
+      text = count
+        ? "Fused map · " + state.fusion + " of " + count + "/" + this.layers.length +
+          " layers · " + this.current.fused.height + "×" + this.current.fused.width + " · " + scale
+        : "Fused map · no layer ticked";
+    } else {
+      var layer = this.layers[Number(state.view)];
+      text = "Layer " + layer.name + " · " + layer.height + "×" + layer.width + " · ÷ its maximum";
+    }
+    if (!this.current.values && count) text += " · no positive evidence";
+    this.overlayCaption.textContent = text;
+    var fusedThumb = this.thumbs[0].caption;
+    fusedThumb.textContent = "Fused map · " + state.fusion + " of " + count;
+  };
+
+  ImageView.prototype.read = function (event) {
+    var values = this.current && this.current.values;
+    if (!values) return;
+    var box = this.overlayCanvas.getBoundingClientRect();
+    var x = Math.floor((event.clientX - box.left) * this.data.width / box.width);
+    var y = Math.floor((event.clientY - box.top) * this.data.height / box.height);
+    if (x < 0 || y < 0 || x >= this.data.width || y >= this.data.height) return;
+    var value = values[y * this.data.width + x];
+    this.readout.textContent = "at (" + x + ", " + y + "): map " + value.toFixed(3) +
+      (value > this.state.threshold ? " · foreground" : " · background");
+  };
+
+  ImageView.prototype.start = function () {
+    var self = this;
+    var img = new Image();
+    return new Promise(function (resolve, reject) {
+      img.onload = function () {
+        self.pixels = photoPixels(img, self.data.width, self.data.height);
+        self.photoCanvas.getContext("2d").drawImage(img, 0, 0, self.data.width, self.data.height);
+        self.thumbs.forEach(function (thumb) {
+          thumb.pixels = photoPixels(img, thumb.canvas.width, thumb.canvas.height);
+        });
+        self.update(true);
+        resolve();
+      };
+      img.onerror = function () { reject(new Error("cannot decode the photo of " + self.data.name)); };
+      img.src = self.data.photo;
+    });
+  };
+
+  // --- one explorer ----------------------------------------------------------------
+
+  function Explorer(root) {
+    this.id = root.id;
+    this.root = root;
+    this.data = JSON.parse(root.querySelector("script.csx-data").textContent);
+    this.table = decodeTable(this.data.colormap.lut);
+    var self = this;
+    var app = el("div", "csx-app");
+    app.appendChild(this.header());
+    this.views = this.data.images.map(function (image, i) { return new ImageView(self, image, i); });
+    this.views.forEach(function (view) { app.appendChild(view.node); });
+    root.appendChild(app);
+  }
+
+  Explorer.prototype.header = function () {
+    var data = this.data;
+    var head = el("header", "csx-top");
+    head.appendChild(el("h1", "csx-title", data.title));
+    var settings = el("dl", "csx-settings");
+    data.settings.forEach(function (pair) {
+      settings.appendChild(el("dt", "", pair[0]));
+      settings.appendChild(el("dd", "", pair[1]));
+    });
+    head.appendChild(settings);
+    var help = el("details", "csx-about");
+    help.appendChild(el("summary", "", "How to read this page"));
+    [
+      "Each map is upsampled to the photo and divided by its own maximum: the colour " +
+        "bar reads every panel. A product of L maps is tiny except at a few pixels, so " +
+        "the fused product is shown as value^(1/L), the geometric mean of its layers " +
+        "(same ranking, visible extent); choose 'linear' to see its raw values.",
+      "The fused map is recomputed here from the layer maps exactly as " +
+        "captum_shallow.fuse_maps does: each map upsampled (bilinear) to the largest " +
+        "one, clamped at 0, divided by its maximum, combined, divided again.",
+      "The pseudo-mask follows IRN: a pixel whose normalised map is at most t is " +
+        "background. t applies to the map's values, not to its colours.",
+    ].forEach(function (text) { help.appendChild(el("p", "", text)); });
+    head.appendChild(help);
+    if (data.images.length > 1) {
+      var nav = el("nav", "csx-nav");
+      var id = this.id;
+      data.images.forEach(function (image, i) {
+        var link = el("a", "", image.name);
+        link.href = "#" + id + "-image-" + i;
+        nav.appendChild(link);
+      });
+      head.appendChild(nav);
+    }
+    return head;
+  };
+
+  Explorer.prototype.colorbar = function () {
+    var wrap = el("div", "csx-colorbar");
+    var canvas = el("canvas", "");
+    canvas.width = 256;
+    canvas.height = 1;
+    var ctx = canvas.getContext("2d");
+    var image = ctx.createImageData(256, 1);
+    for (var i = 0; i < 256; i++) {
+      image.data[4 * i] = this.table[3 * i];
+      image.data[4 * i + 1] = this.table[3 * i + 1];
+      image.data[4 * i + 2] = this.table[3 * i + 2];
+      image.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(image, 0, 0);
+    wrap.appendChild(canvas);
+    var ticks = el("div", "csx-ticks");
+    ["0", "0.25", "0.5", "0.75", "1"].forEach(function (t) { ticks.appendChild(el("span", "", t)); });
+    wrap.appendChild(ticks);
+    wrap.appendChild(el("div", "csx-colorbar-label", this.data.colorbarLabel));
+    return wrap;
+  };
+
+  Explorer.prototype.start = function () {
+    var root = this.root;
+    return Promise.all(this.views.map(function (view) { return view.start(); })).then(
+      function () { root.dataset.ready = "true"; },
+      function (error) {
+        root.dataset.ready = "error";
+        throw error;
+      }
+    );
+  };
+
+  /** The state of image i, for tests and the console. */
+  Explorer.prototype.state = function (i) {
+    var view = this.views[i];
+    var cls = view.data.classes[view.state.classPos];
+    var copy = JSON.parse(JSON.stringify(view.state));
+    copy.classIndex = cls.index;
+    copy.className = cls.name;
+    copy.exponent = view.current ? view.current.exponent : 1;
+    return copy;
+  };
+
+  /** The fused map image i shows now ({height, width, values}), or null. */
+  Explorer.prototype.fusedMap = function (i) {
+    var map = this.views[i].fusedMap();
+    return map && { height: map.height, width: map.width, values: Array.from(map.values) };
+  };
+
+  /** Layer k's embedded map (÷ its maximum) for class position pos of image i. */
+  Explorer.prototype.layerMap = function (i, pos, k) {
+    var map = this.views[i].layerMaps(pos)[k];
+    return { height: map.height, width: map.width, values: Array.from(map.values) };
+  };
+
+  window.captumShallowExplorer = {
+    version: VERSION,
+    fusions: FUSIONS.slice(),
+    instances: {},
+    fuse: fuse,
+    resize: resize,
+    displayScaling: displayScaling,
+    /** Build the explorer inside the element with this id (once). */
+    mount: function (id) {
+      var root = document.getElementById(id);
+      if (!root || this.instances[id]) return this.instances[id];
+      var explorer = new Explorer(root);
+      this.instances[id] = explorer;
+      explorer.start().catch(function (error) {
+        console.error("captum-shallow explorer: " + error.message);
+      });
+      return explorer;
+    },
+  };
+})();

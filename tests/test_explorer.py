@@ -1,0 +1,325 @@
+"""The HTML explorer without a browser: what the page embeds, its size, that it
+references nothing outside itself, and ``explain --html`` end to end.
+
+The page's behaviour in a real browser is tested in test_explorer_browser.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captum_shallow import ShallowCAM
+from captum_shallow.attribution._fusion import _FUSIONS
+from captum_shallow.cli import main
+from captum_shallow.models import load_model, preprocess, read_image, sample_photo
+from captum_shallow.visualization import Explorer, explain_images, explore
+from captum_shallow.visualization._explorer import (
+    EXPLORER_FUSIONS,
+    PHOTO_PIXELS,
+    cam_settings,
+)
+
+#: The issue's budget: at most 2 MB of page per image at the defaults.
+BYTES_PER_IMAGE = 2_000_000
+
+
+def page_data(page: str) -> dict[str, Any]:
+    """The JSON object a page (or fragment) embeds."""
+    match = re.search(r'<script type="application/json" class="csx-data">(.*?)</script>', page)
+    assert match is not None
+    data: dict[str, Any] = json.loads(match.group(1))
+    return data
+
+
+def decode_map(encoded: str, height: int, width: int) -> np.ndarray:
+    values = np.frombuffer(base64.b64decode(encoded), dtype="<u2")
+    return values.reshape(height, width).astype(np.float64) / 65535
+
+
+class _References(html.parser.HTMLParser):
+    """Every URL-valued attribute and every CSS url() of a page."""
+
+    ATTRIBUTES = ("src", "href", "srcset", "action", "poster", "data", "xlink:href", "formaction")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        self.tags.append((tag, named))
+        self.urls += [v for k, v in named.items() if k in self.ATTRIBUTES and v is not None]
+        self.urls += re.findall(r"url\(\s*['\"]?([^'\")]*)", named.get("style") or "")
+
+    def handle_data(self, data: str) -> None:
+        self.urls += re.findall(r"url\(\s*['\"]?([^'\")]*)", data)
+        self.urls += re.findall(r"@import\s+['\"]([^'\"]*)", data)
+
+
+def test_the_page_references_no_http_resource(small_explorer: Explorer) -> None:
+    page = small_explorer.to_html()
+    parser = _References()
+    parser.feed(page)
+    assert parser.urls, "the page has its photos and icon as data: URIs"
+    assert all(url.startswith(("data:", "#")) for url in parser.urls), parser.urls
+    assert not re.search(r"https?:|//[a-z0-9.-]+\.[a-z]{2,}/", page, re.IGNORECASE)
+    tags = parser.tags
+    assert not [t for t, a in tags if t == "script" and "src" in a]
+    assert not [t for t, a in tags if t == "link" and a.get("rel") != "icon"]
+    for call in ("fetch(", "XMLHttpRequest", "import(", "WebSocket", "EventSource"):
+        assert call not in page
+
+
+def test_the_page_embeds_each_images_top_classes_and_their_maps(
+    small_explorer: Explorer, explorer_net: torch.nn.Module
+) -> None:
+    data = page_data(small_explorer.to_html())
+    assert [layer["name"] for layer in data["layers"]] == ["stage1", "stage2", "stage3"]
+    assert [(layer["height"], layer["width"]) for layer in data["layers"]] == [
+        (30, 30),
+        (15, 15),
+        (8, 8),
+    ]
+    assert dict(data["settings"]) == {
+        "model": "net",
+        "layers": "stage1, stage2, stage3",
+        "method": "LayerCAM",
+        "truncation": "none",
+        "propagation": "none",
+        "input": "60×60 px",
+        "fusion": "product",
+    }
+    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.15)
+    assert data["colormap"]["name"] == "inferno"
+    assert len(base64.b64decode(data["colormap"]["lut"])) == 768
+    inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
+    with torch.no_grad():
+        probabilities = explorer_net(inputs).softmax(dim=1)
+    cam = ShallowCAM(explorer_net, [explorer_net.stage1, explorer_net.stage2, explorer_net.stage3])
+    for i, image in enumerate(data["images"]):
+        top = probabilities[i].topk(5)
+        assert [c["index"] for c in image["classes"]] == top.indices.tolist()
+        np.testing.assert_allclose(
+            [c["probability"] for c in image["classes"]], top.values.numpy(), atol=1e-6
+        )
+        assert image["initial"] == 0
+        assert image["photo"].startswith("data:image/jpeg;base64,")
+        assert (image["width"], image["height"]) == ((451, 300) if i == 0 else (600, 400))
+        for cls in image["classes"]:
+            _, maps = cam.attribute(inputs[i : i + 1], target=cls["index"], return_layer_maps=True)
+            for encoded, layer, expected in zip(cls["maps"], data["layers"], maps, strict=True):
+                stored = decode_map(encoded, layer["height"], layer["width"])
+                reference = expected[0, 0].double().clamp(min=0).numpy()
+                # 16 bits of the map over its maximum: error at most 1/131070 of the peak
+                # (8e-6), plus float error between a batch of two and a batch of one.
+                np.testing.assert_allclose(stored, reference / reference.max(), atol=3e-5)
+                assert stored.max() == 1.0
+
+
+def test_a_requested_target_outside_the_top_classes_is_added_and_shown_first(
+    explorer_net: torch.nn.Module,
+) -> None:
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2])
+    photo = sample_photo("coffee")
+    inputs = preprocess(photo, 60).unsqueeze(0)
+    with torch.no_grad():
+        order = net(inputs)[0].argsort(descending=True).tolist()
+    last, second = order[-1], order[1]
+    (outside,) = explain_images(cam, inputs, [photo], ["coffee"], top=3, target=last)
+    assert outside.classes == (*order[:3], last)
+    assert outside.initial == 3
+    (inside,) = explain_images(cam, inputs, [photo], ["coffee"], top=3, target=second)
+    assert (inside.classes, inside.initial) == (tuple(order[:3]), 1)
+    _, expected = cam.attribute(inputs, target=last, return_layer_maps=True)
+    torch.testing.assert_close(outside.layer_maps[3][1], expected[1][0, 0])
+
+
+def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> None:
+    net = explorer_net
+    from captum_shallow import GradientTruncation, LayerGradCam
+
+    soft = GradientTruncation("soft", quantile=0.9)
+    cam = ShallowCAM(
+        net, [net.stage1, net.stage3], method=LayerGradCam, truncation=[soft, None], gamma=2.0
+    )
+    settings = cam_settings(cam)
+    assert settings == {
+        "model": "ExplorerNet",
+        "layers": "stage1, stage3",
+        "method": "LayerGradCam",
+        "truncation": "stage1: soft:quantile=0.9; stage3: none",
+        "propagation": "none",
+        "fusion": "product, each layer map scaled by tanh(2·M)",
+    }
+    # Settings other branches add to ShallowCAM appear when the explainer has them.
+    cam.propagation = "positive"  # type: ignore[attr-defined]
+    cam.gates = [net.stage3]  # type: ignore[attr-defined]
+    cam.task = "segmentation"  # type: ignore[attr-defined]
+    settings = cam_settings(cam, "net", 60)
+    assert (settings["propagation"], settings["gates"], settings["task"]) == (
+        "positive",
+        "stage3",
+        "segmentation",
+    )
+
+
+def test_the_page_can_recompute_every_fusion_fuse_maps_offers() -> None:
+    # The page's JavaScript must implement each fusion the Python side has.
+    assert set(_FUSIONS) <= set(EXPLORER_FUSIONS)
+    script = (Path(__file__).parents[1] / "captum_shallow/visualization/explorer.js").read_text()
+    assert f"var FUSIONS = {json.dumps(list(EXPLORER_FUSIONS))};" in script
+
+
+def test_a_large_noisy_photo_is_downscaled_and_the_page_stays_small(
+    explorer_net: torch.nn.Module, tmp_path: Path
+) -> None:
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    noise = torch.randint(0, 256, (3, 2000, 3000), dtype=torch.uint8)  # the worst case for JPEG
+    path = explore(cam, noise, input_size=60).save(tmp_path / "page.html")
+    image = page_data(path.read_text())["images"][0]
+    assert (image["width"], image["height"]) == (PHOTO_PIXELS, 427)
+    with Image.open(_data_uri_bytes(image["photo"])) as photo:
+        assert (photo.format, photo.size) == ("JPEG", (PHOTO_PIXELS, 427))
+    assert path.stat().st_size < BYTES_PER_IMAGE
+
+
+def _data_uri_bytes(uri: str) -> io.BytesIO:
+    return io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))
+
+
+def test_every_notebook_display_gets_its_own_ids(small_explorer: Explorer) -> None:
+    first, second = small_explorer._repr_html_(), small_explorer._repr_html_()
+    ids = [re.search(r'<div class="csx" id="(csx-[0-9a-f]{12})"', f) for f in (first, second)]
+    assert ids[0] is not None
+    assert ids[1] is not None
+    assert ids[0].group(1) != ids[1].group(1)
+    assert f'mount("{ids[0].group(1)}")' in first
+    assert page_data(first) == page_data(second)
+
+
+def test_text_in_the_data_cannot_close_the_script(explorer_net: torch.nn.Module) -> None:
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1])
+    name = "</script><script>alert(1)</script>"
+    fragment = explore(cam, sample_photo("coffee"), names=[name], input_size=60).fragment("x1")
+    assert fragment.count("</script>") == 2  # the data's and the script's own
+    assert page_data(fragment)["images"][0]["name"] == name
+
+
+def test_bad_arguments_are_clear_errors(
+    small_explorer: Explorer, explorer_net: torch.nn.Module
+) -> None:
+    images = small_explorer.images
+    with pytest.raises(TypeError, match="needs a ShallowCAM"):
+        explore(object(), sample_photo("coffee"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        Explorer(images, ["a", "b", "c"], {}, fusion="median")
+    with pytest.raises(ValueError, match=r"opacity must be in \[0, 1\]"):
+        Explorer(images, ["a", "b", "c"], {}, opacity=1.5)
+    with pytest.raises(ValueError, match="got 3 layer maps for 2 layer names"):
+        Explorer(images, ["a", "b"], {})
+    with pytest.raises(ValueError, match="at least one image"):
+        Explorer([], ["a"], {})
+    with pytest.raises(ValueError, match="got 1 names for 2 photos"):
+        explore(
+            ShallowCAM(explorer_net, [explorer_net.stage1]),
+            [sample_photo("coffee")] * 2,
+            names=["one"],
+        )
+    with pytest.raises(ValueError, match="plain HTML id"):
+        small_explorer.fragment('x" onload="alert(1)')
+
+
+def test_explain_html_writes_one_page_of_every_image(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pt"
+    from captum_shallow.models import build_model
+
+    torch.save(build_model("resnet18", num_classes=6).state_dict(), weights)
+    paths = []
+    for name in ("coffee", "chelsea"):
+        paths.append(folder / f"{name}.png")
+        Image.fromarray(sample_photo(name).permute(1, 2, 0).numpy()).save(paths[-1])
+    out = tmp_path / "out"
+    code = main(
+        [
+            "explain", *map(str, paths), "--arch", "resnet18", "--weights", str(weights),
+            "--input-size", "64", "--layers", "layer1,layer2", "--target", "5",
+            "--batch-size", "1", "--html", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "chelsea.cam.png",
+        "coffee.cam.png",
+        "report.html",
+    ]
+    page = (out / "report.html").read_text()
+    data = page_data(page)
+    assert [image["name"] for image in data["images"]] == ["coffee.png", "chelsea.png"]
+    assert dict(data["settings"])["model"] == "resnet18"
+    assert dict(data["settings"])["layers"] == "layer1, layer2"
+    for image in data["images"]:
+        indices = [c["index"] for c in image["classes"]]
+        assert image["classes"][image["initial"]]["index"] == 5
+        assert len(indices) == (5 if 5 in indices[:5] else 6)
+    assert (out / "report.html").stat().st_size < 2 * BYTES_PER_IMAGE
+
+
+def test_explain_without_html_writes_no_page(tmp_path: Path) -> None:
+    weights = tmp_path / "w.pt"
+    from captum_shallow.models import build_model
+
+    torch.save(build_model("resnet18", num_classes=3).state_dict(), weights)
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(sample_photo("coffee").permute(1, 2, 0).numpy()).save(photo)
+    argv = [str(photo), "--arch", "resnet18", "--weights", str(weights), "--input-size", "32"]
+    assert main(["explain", *argv, "--layers", "layer1", "--out", str(tmp_path / "o")]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["coffee.cam.png"]
+
+
+@pytest.mark.slow
+def test_explain_html_on_the_real_model_fits_the_size_budget(tmp_path: Path) -> None:
+    paths = []
+    for name in ("chelsea", "coffee"):
+        paths.append(tmp_path / f"{name}.png")
+        Image.fromarray(sample_photo(name).permute(1, 2, 0).numpy()).save(paths[-1])
+    out = tmp_path / "out"
+    assert main(["explain", *map(str, paths), "--html", "--out", str(out)]) == 0
+    page = out / "report.html"
+    assert page.stat().st_size <= 2 * BYTES_PER_IMAGE
+    data = page_data(page.read_text())
+    assert [layer["name"] for layer in data["layers"]] == [
+        "_blocks.2",
+        "_blocks.4",
+        "_blocks.10",
+        "_blocks.15",
+    ]
+    model = load_model("efficientnet-lite0")
+    cam = ShallowCAM.from_model(model)
+    chelsea = data["images"][0]
+    assert [c["index"] for c in chelsea["classes"]] == [285, 281, 282, 287, 728]
+    inputs = preprocess(read_image(paths[0]), 224).unsqueeze(0)
+    _, maps = cam.attribute(inputs, target=281, return_layer_maps=True)
+    for encoded, layer, expected in zip(
+        chelsea["classes"][1]["maps"], data["layers"], maps, strict=True
+    ):
+        stored = decode_map(encoded, layer["height"], layer["width"])
+        reference = expected[0, 0].double().clamp(min=0).numpy()
+        np.testing.assert_allclose(stored, reference / reference.max(), atol=1e-5)

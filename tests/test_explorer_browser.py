@@ -1,0 +1,434 @@
+"""The HTML explorer in a real browser: headless Chromium driven by Selenium.
+
+The page is loaded from ``file://`` with the network off; every slider is moved,
+the class switched and layers toggled, and what the canvases hold is read back
+and checked against the Python side (``fuse_maps``, the colour map, IRN's rule).
+Needs the ``browser`` extra (Selenium) and Debian's ``chromium`` and
+``chromium-driver``, which ``.ci/run`` installs; skipped, saying so, without them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captum_shallow import fuse_maps
+from captum_shallow.attribution._fusion import _FUSIONS
+from captum_shallow.visualization import Explorer, display_scaling, map_to_numpy
+
+webdriver = pytest.importorskip(
+    "selenium.webdriver",
+    reason="browser tests need the `browser` extra: pip install 'captum-shallow[browser]'",
+)
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.select import Select  # noqa: E402
+from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    BROWSER is None or DRIVER is None,
+    reason="browser tests need Debian's chromium and chromium-driver "
+    "(apt-get install chromium chromium-driver; .ci/run installs them)",
+)
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    # No name resolves: the page must not need the network.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+)
+TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    options = webdriver.ChromeOptions()
+    options.binary_location = BROWSER
+    profile = tempfile.mkdtemp(prefix="captum-shallow-chromium-")
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(DRIVER))
+    try:
+        yield browser
+    finally:
+        browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def page(small_explorer: Explorer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_explorer.save(tmp_path_factory.mktemp("page") / "report.html")
+
+
+class Page:
+    """One loaded explorer page and what a test reads from it."""
+
+    def __init__(self, driver: Any, root: str = "csx-report") -> None:
+        self.driver = driver
+        self.root = root
+        WebDriverWait(driver, 20).until(
+            lambda d: (
+                d.execute_script(
+                    "var r = document.getElementById(arguments[0]); return r && r.dataset.ready;",
+                    root,
+                )
+                in ("true", "error")
+            )
+        )
+        assert self.js("return root.dataset.ready") == "true"
+
+    def js(self, script: str, *args: Any) -> Any:
+        prefix = (
+            f"var root = document.getElementById('{self.root}');"
+            f"var app = window.captumShallowExplorer.instances['{self.root}'];"
+        )
+        return self.driver.execute_script(prefix + script, *args)
+
+    def find(self, image: int, css: str) -> Any:
+        section = self.driver.find_element(By.ID, f"{self.root}-image-{image}")
+        return section.find_element(By.CSS_SELECTOR, css)
+
+    def state(self, image: int = 0) -> dict[str, Any]:
+        state: dict[str, Any] = self.js("return app.state(arguments[0])", image)
+        return state
+
+    def fused(self, image: int = 0) -> np.ndarray | None:
+        fused = self.js("return app.fusedMap(arguments[0])", image)
+        if fused is None:
+            return None
+        return np.array(fused["values"]).reshape(fused["height"], fused["width"])
+
+    def pixels(self, image: int, css: str) -> np.ndarray:
+        url = self.driver.execute_script(
+            "return arguments[0].toDataURL('image/png')", self.find(image, css)
+        )
+        with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as png:
+            return np.asarray(png.convert("RGB")).astype(np.int64)
+
+    def slide(self, image: int, css: str, *keys: str) -> None:
+        self.find(image, css).send_keys(*keys)
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.fixture
+def loaded(driver: Any, page: Path) -> Page:
+    driver.get(page.as_uri())
+    return Page(driver)
+
+
+def python_fused(explorer: Explorer, image: int, pos: int, layers: list[int], fusion: str) -> Any:
+    maps = [explorer.images[image].layer_maps[pos][k][None, None] for k in layers]
+    return fuse_maps(maps, fusion=fusion, gamma=explorer.gamma)[0, 0].double().numpy()
+
+
+def upsampled(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map as the page draws it: bilinear to the photo, clamped, over its maximum."""
+    drawn = map_to_numpy(torch.from_numpy(values), size)[..., 0].clip(0, None)
+    return np.asarray(drawn / drawn.max(), dtype=np.float64)
+
+
+def lut(explorer: Explorer) -> np.ndarray:
+    table = base64.b64decode(explorer.data()["colormap"]["lut"])
+    return np.frombuffer(table, dtype=np.uint8).reshape(256, 3).astype(np.int64)
+
+
+def colour_indices(pixels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The colour map index of each pixel (-1 where a pixel is not a colour map entry)."""
+    codes = {tuple(rgb): i for i, rgb in enumerate(table.tolist())}
+    assert len(codes) == 256
+    return np.array([codes.get(tuple(p), -1) for p in pixels.reshape(-1, 3).tolist()]).reshape(
+        pixels.shape[:2]
+    )
+
+
+def test_the_page_loads_offline_draws_and_logs_no_error(loaded: Page, tmp_path: Path) -> None:
+    resources = loaded.js(
+        "return performance.getEntriesByType('resource').map(function (e) { return e.name; })"
+    )
+    assert all(name.startswith(("data:", "file:")) for name in resources), resources
+    shot = tmp_path / "page.png"
+    assert loaded.driver.save_screenshot(str(shot))
+    with Image.open(shot) as png:
+        pixels = np.asarray(png.convert("RGB"))
+    assert pixels.std() > 30
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 5000  # photos and maps, not a blank
+    photo = loaded.pixels(0, "canvas.csx-photo")
+    assert photo.shape == (300, 451, 3)
+    assert photo.std() > 30
+    names = loaded.driver.find_elements(By.CSS_SELECTOR, ".csx-name")
+    assert [n.text for n in names] == ["chelsea", "coffee"]
+    settings = loaded.driver.find_element(By.CSS_SELECTOR, ".csx-settings").text
+    for text in ("model", "net", "method", "LayerCAM", "truncation", "propagation", "fusion"):
+        assert text in settings
+    assert loaded.errors() == []
+
+
+def test_the_opacity_slider_blends_the_grey_photo_with_the_colour_map(
+    loaded: Page, small_explorer: Explorer
+) -> None:
+    table = lut(small_explorer)
+    assert loaded.state()["opacity"] == pytest.approx(0.6)
+    blended = loaded.pixels(0, "canvas.csx-overlay")
+    loaded.slide(0, "input.csx-opacity", Keys.HOME)
+    assert loaded.state()["opacity"] == 0
+    grey = loaded.pixels(0, "canvas.csx-overlay")
+    assert (grey[..., 0] == grey[..., 1]).all()
+    assert (grey[..., 1] == grey[..., 2]).all()
+    loaded.slide(0, "input.csx-opacity", Keys.END)
+    assert loaded.state()["opacity"] == 1
+    coloured = loaded.pixels(0, "canvas.csx-overlay")
+    # Opacity 1: the fused map's colours, value^(1/3) for a product of 3 layers.
+    fused = python_fused(small_explorer, 0, 0, [0, 1, 2], "product")
+    drawn = upsampled(fused, (300, 451)) ** display_scaling("product", 3).exponent
+    expected = np.minimum(255, np.floor(drawn * 256)).astype(np.int64)
+    indices = colour_indices(coloured, table)
+    assert (indices >= 0).all()
+    assert np.abs(indices - expected).max() <= 1
+    assert (indices != expected).mean() < 0.01
+    peak = np.unravel_index(drawn.argmax(), drawn.shape)
+    assert coloured[peak].tolist() == table[255].tolist()
+    np.testing.assert_allclose(blended, 0.4 * grey + 0.6 * coloured, atol=1.01)
+    loaded.slide(0, "input.csx-opacity", Keys.ARROW_LEFT)
+    assert loaded.state()["opacity"] == pytest.approx(0.95)
+    assert loaded.errors() == []
+
+
+def test_the_threshold_slider_shows_irns_pseudo_mask(
+    loaded: Page, small_explorer: Explorer
+) -> None:
+    fused = upsampled(python_fused(small_explorer, 0, 0, [0, 1, 2], "product"), (300, 451))
+    assert loaded.state()["threshold"] == pytest.approx(0.15)
+    shares = []
+    for keys, threshold in (
+        ((Keys.HOME,), 0.0),
+        ((Keys.ARROW_RIGHT,) * 5, 0.05),
+        ((Keys.ARROW_RIGHT,) * 25, 0.3),
+        ((Keys.END,), 1.0),
+    ):
+        loaded.slide(0, "input.csx-threshold", *keys)
+        state = loaded.state()
+        assert state["threshold"] == pytest.approx(threshold)
+        # IRN: background where the normalised map <= t.
+        assert state["foreground"] == pytest.approx((fused > threshold).mean(), abs=2e-3)
+        shares.append(state["foreground"])
+        assert f"t = {threshold:.2f}" in loaded.find(0, ".csx-mask + figcaption").text
+    assert shares == sorted(shares, reverse=True)
+    assert shares[0] > 0.9
+    assert shares[-1] == 0
+    mask = loaded.pixels(0, "canvas.csx-mask")
+    photo = loaded.pixels(0, "canvas.csx-photo")
+    # All background at t = 1: the photo dimmed to 30 % grey.
+    np.testing.assert_allclose(mask[..., 0], np.round(0.3 * photo.mean(axis=2)), atol=1.01)
+    loaded.slide(0, "input.csx-threshold", Keys.HOME)
+    mask = loaded.pixels(0, "canvas.csx-mask")
+    inside = fused > 0
+    inside[[0, -1], :] = inside[:, [0, -1]] = False  # away from the border
+    assert (mask[inside & (fused > 0.01)] == photo[inside & (fused > 0.01)]).all(
+        axis=1
+    ).mean() > 0.9
+    assert loaded.errors() == []
+
+
+def test_switching_class_redraws_that_class_fused_in_the_page(
+    loaded: Page, small_explorer: Explorer
+) -> None:
+    before = loaded.pixels(0, "canvas.csx-overlay")
+    buttons = loaded.driver.find_elements(By.CSS_SELECTOR, "#csx-report-image-0 .csx-class")
+    assert len(buttons) == 5
+    assert [b.get_attribute("aria-pressed") for b in buttons] == ["true"] + ["false"] * 4
+    buttons[2].click()
+    state = loaded.state()
+    assert state["classPos"] == 2
+    assert state["classIndex"] == small_explorer.images[0].classes[2]
+    assert [b.get_attribute("aria-pressed") for b in buttons] == ["false"] * 2 + ["true"] + [
+        "false"
+    ] * 2
+    after = loaded.pixels(0, "canvas.csx-overlay")
+    assert np.abs(after - before).max() > 50
+    expected = python_fused(small_explorer, 0, 2, [0, 1, 2], "product")
+    fused = loaded.fused()
+    assert fused is not None
+    assert fused.shape == (30, 30)
+    assert np.abs(fused - expected).max() < TOLERANCE
+    assert loaded.state(1)["classPos"] == 0  # the other image keeps its class
+    assert loaded.errors() == []
+
+
+@pytest.mark.parametrize("fusion", _FUSIONS)
+def test_the_page_fuses_as_fuse_maps_does(
+    loaded: Page, small_explorer: Explorer, fusion: str
+) -> None:
+    Select(loaded.find(1, "select.csx-fusion")).select_by_value(fusion)
+    assert loaded.state(1)["fusion"] == fusion
+    for pos in range(5):
+        loaded.find(1, f'.csx-class[data-class-pos="{pos}"]').click()
+        fused = loaded.fused(1)
+        assert fused is not None
+        expected = python_fused(small_explorer, 1, pos, [0, 1, 2], fusion)
+        assert np.abs(fused - expected).max() < TOLERANCE, (fusion, pos)
+    assert fusion in loaded.find(1, ".csx-overlay ~ figcaption").text
+    assert loaded.errors() == []
+
+
+def test_layer_toggles_refuse_the_ticked_layers(loaded: Page, small_explorer: Explorer) -> None:
+    toggles = loaded.driver.find_elements(By.CSS_SELECTOR, "#csx-report-image-0 .csx-toggle")
+    assert len(toggles) == 3
+    before = loaded.pixels(0, "canvas.csx-overlay")
+    toggles[0].click()  # drop the 30 x 30 layer: the product of two is fused at 15 x 15
+    state = loaded.state()
+    assert state["enabled"] == [False, True, True]
+    assert state["exponent"] == pytest.approx(0.5)
+    fused = loaded.fused()
+    assert fused is not None
+    assert fused.shape == (15, 15)
+    expected = python_fused(small_explorer, 0, 0, [1, 2], "product")
+    assert np.abs(fused - expected).max() < TOLERANCE
+    assert np.abs(loaded.pixels(0, "canvas.csx-overlay") - before).max() > 50
+    thumbs = loaded.driver.find_elements(By.CSS_SELECTOR, "#csx-report-image-0 .csx-thumb")
+    assert ["csx-off" in t.get_attribute("class") for t in thumbs] == [False, True, False, False]
+    assert "product of 2/3 layers" in loaded.find(0, ".csx-overlay ~ figcaption").text
+    for toggle in toggles[1:]:
+        toggle.click()
+    assert loaded.fused() is None
+    grey = loaded.pixels(0, "canvas.csx-overlay")
+    assert (grey[..., 0] == grey[..., 2]).all()  # nothing fused: the grey photo alone
+    assert loaded.state()["foreground"] == 0
+    assert "no layer ticked" in loaded.find(0, ".csx-overlay ~ figcaption").text
+    toggles[2].click()
+    expected = python_fused(small_explorer, 0, 0, [2], "product")
+    fused = loaded.fused()
+    assert fused is not None
+    assert np.abs(fused - expected).max() < TOLERANCE
+    assert loaded.errors() == []
+
+
+def test_a_layer_view_shows_that_layer_linearly(loaded: Page, small_explorer: Explorer) -> None:
+    loaded.find(0, '.csx-thumb[data-view="1"] canvas').click()
+    state = loaded.state()
+    assert (state["view"], state["exponent"]) == ("1", 1)
+    assert "stage2 · 15×15" in loaded.find(0, ".csx-overlay ~ figcaption").text
+    loaded.slide(0, "input.csx-opacity", Keys.END)
+    layer = small_explorer.images[0].layer_maps[0][1].double().numpy()
+    drawn = upsampled(layer, (300, 451))
+    expected = np.minimum(255, np.floor(drawn * 256)).astype(np.int64)
+    indices = colour_indices(loaded.pixels(0, "canvas.csx-overlay"), lut(small_explorer))
+    assert np.abs(indices - expected).max() <= 1
+    Select(loaded.find(0, "select.csx-scaling")).select_by_value("linear")
+    loaded.find(0, '.csx-thumb[data-view="fused"] canvas').click()
+    assert loaded.state()["exponent"] == 1
+    assert loaded.errors() == []
+
+
+def test_the_pages_fusion_and_scaling_equal_pythons_on_awkward_maps(loaded: Page) -> None:
+    generator = torch.Generator().manual_seed(0)
+    maps = [
+        torch.randn(3, 1, 5, 7, generator=generator),
+        torch.randn(3, 1, 3, 2, generator=generator),
+        torch.rand(3, 1, 9, 4, generator=generator),
+    ]
+    maps[1][1] = -1  # a sample whose layer has no positive value
+    for fusion in dict.fromkeys((*_FUSIONS, "geometric")):
+        for gamma in (None, 2.0):
+            for sample in range(3):
+                arguments = [
+                    {
+                        "height": m.shape[-2],
+                        "width": m.shape[-1],
+                        "values": m[sample, 0].flatten().tolist(),
+                    }
+                    for m in maps
+                ]
+                page = loaded.js(
+                    "var f = window.captumShallowExplorer.fuse("
+                    "arguments[0], arguments[1], arguments[2]);"
+                    "return [f.height, f.width, Array.from(f.values)];",
+                    arguments,
+                    fusion,
+                    gamma,
+                )
+                fused = np.array(page[2]).reshape(page[0], page[1])
+                if fusion == "geometric" and "geometric" not in _FUSIONS:
+                    # Until fuse_maps has it: the L-th root of the normalised product.
+                    product = fuse_maps(maps, fusion="product", gamma=gamma)
+                    expected = (product[sample, 0].double() ** (1 / 3)).numpy()
+                else:
+                    expected = (
+                        fuse_maps(maps, fusion=fusion, gamma=gamma)[sample, 0].double().numpy()
+                    )
+                assert fused.shape == (9, 4)
+                assert np.abs(fused - expected).max() < 1e-5, (fusion, gamma, sample)
+    for fusion in dict.fromkeys((*_FUSIONS, "geometric")):
+        for layers in range(1, 6):
+            page = loaded.js(
+                "return window.captumShallowExplorer.displayScaling(arguments[0], arguments[1])",
+                fusion,
+                layers,
+            )
+            python = display_scaling(fusion, layers)
+            assert (page["exponent"], page["label"]) == pytest.approx(
+                (python.exponent, python.label)
+            )
+
+
+def test_two_notebook_outputs_work_independently(
+    driver: Any, small_explorer: Explorer, tmp_path: Path
+) -> None:
+    notebook = tmp_path / "notebook.html"
+    notebook.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'>"
+        "</head><body><div class='output'></div><div class='output'></div></body></html>"
+    )
+    driver.get(notebook.as_uri())
+    # As JupyterLab renders a trusted text/html output: set innerHTML, then replace
+    # each script by a fresh copy so that the browser runs it.
+    driver.execute_script(
+        """
+        var outputs = [arguments[0], arguments[1]];
+        document.querySelectorAll("div.output").forEach(function (host, i) {
+          host.innerHTML = outputs[i];
+          host.querySelectorAll("script").forEach(function (old) {
+            var script = document.createElement("script");
+            Array.from(old.attributes).forEach(function (a) {
+              script.setAttribute(a.name, a.value);
+            });
+            script.textContent = old.textContent;
+            old.parentNode.replaceChild(script, old);
+          });
+        });
+        """,
+        small_explorer._repr_html_(),
+        small_explorer._repr_html_(),
+    )
+    roots = [e.get_attribute("id") for e in driver.find_elements(By.CSS_SELECTOR, "div.csx")]
+    assert len(roots) == 2
+    assert roots[0] != roots[1]
+    pages = [Page(driver, root) for root in roots]
+    pages[0].find(1, '.csx-class[data-class-pos="3"]').click()
+    pages[0].slide(1, "input.csx-opacity", Keys.HOME)
+    assert (pages[0].state(1)["classPos"], pages[0].state(1)["opacity"]) == (3, 0)
+    assert (pages[1].state(1)["classPos"], pages[1].state(1)["opacity"]) == (0, 0.6)
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".csx-image")) == 4
+    assert pages[1].pixels(1, "canvas.csx-overlay").std() > 10
+    assert pages[0].errors() == []
