@@ -4,6 +4,8 @@ One test per module of ``captum_shallow`` (collected with :mod:`pkgutil`) runs
 the ``>>>`` examples of all its docstrings, and one test per page of ``docs/``
 that holds examples runs that page, with ``ELLIPSIS | NORMALIZE_WHITESPACE``.
 A test passes only when every example gives the output written next to it.
+A docstring whose examples need an optional extra runs in a test of its own,
+skipped without the extra; each docstring runs in exactly one test.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Importing ``__main__`` runs the command line.
 SKIPPED_MODULES = {"captum_shallow.__main__"}
+# Docstrings whose examples need an optional extra (tests/conftest.py): name -> extra.
+NEEDS_EXTRA = {"captum_shallow.segmentation._irn.dense_crf": "crf"}
 
 
 def _modules() -> list[str]:
@@ -41,6 +45,12 @@ def _pages() -> list[str]:
     )
 
 
+def _docstrings(name: str) -> list[doctest.DocTest]:
+    """The docstrings of module ``name`` (its own objects only) that hold examples."""
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    return [test for test in finder.find(importlib.import_module(name), name) if test.examples]
+
+
 def _run(tests: list[doctest.DocTest]) -> doctest.TestResults:
     runner = doctest.DocTestRunner(optionflags=OPTIONS)
     for test in tests:
@@ -51,11 +61,24 @@ def _run(tests: list[doctest.DocTest]) -> doctest.TestResults:
 @pytest.mark.parametrize("name", _modules())
 def test_docstring_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # an example that writes a file writes it here
-    module = importlib.import_module(name)
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    tests = [test for test in finder.find(module, name) if test.examples]
+    tests = [test for test in _docstrings(name) if test.name not in NEEDS_EXTRA]
     result = _run(tests)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+
+
+@pytest.mark.parametrize(
+    "qualified",
+    [pytest.param(name, marks=pytest.mark.needs_extra(NEEDS_EXTRA[name])) for name in NEEDS_EXTRA],
+)
+def test_docstring_examples_needing_an_extra_run(
+    qualified: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    module = qualified.rsplit(".", 1)[0]
+    (test,) = [test for test in _docstrings(module) if test.name == qualified]
+    result = _run([test])
+    assert result.attempted > 0
+    assert result.failed == 0, f"{result.failed} of {result.attempted} failed in {qualified}"
 
 
 @pytest.mark.parametrize("page", _pages())
@@ -75,3 +98,13 @@ def test_every_module_is_collected() -> None:
     assert "captum_shallow.attribution._truncation" in names
     assert "captum_shallow.segmentation._irn" in names
     assert "captum_shallow.visualization" in names
+
+
+def test_each_docstring_runs_in_exactly_one_test() -> None:
+    # A re-exported object is found only in the module that defines it, so no
+    # docstring (the dense_crf one included) is run twice.
+    found = [test.name for name in _modules() for test in _docstrings(name)]
+    assert len(found) == len(set(found)), sorted({n for n in found if found.count(n) > 1})
+    assert "captum_shallow.attribution._cams.LayerCAM" in found
+    for qualified in NEEDS_EXTRA:
+        assert found.count(qualified) == 1

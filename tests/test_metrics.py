@@ -120,7 +120,8 @@ def test_deletion_insertion_batch_equals_single_and_chunking() -> None:
 
 @pytest.mark.parametrize("substrate", ["zeros", "blur"])
 def test_deletion_insertion_matches_torchcam(substrate: str) -> None:
-    metrics = pytest.importorskip("torchcam.metrics")
+    from torchcam import metrics
+
     model = _tiny_model()
     torch.manual_seed(2)
     images, cams = torch.rand(3, 3, 8, 8), torch.rand(3, 4, 4)
@@ -182,7 +183,8 @@ def test_average_drop_hand_computed() -> None:
 
 
 def test_average_drop_matches_torchcam() -> None:
-    metrics = pytest.importorskip("torchcam.metrics")
+    from torchcam import metrics
+
     model = _tiny_model()
     torch.manual_seed(3)
     images, cams = torch.rand(4, 3, 8, 8), torch.rand(4, 4, 4)
@@ -202,8 +204,9 @@ def test_average_drop_matches_torchcam() -> None:
 
 
 def test_average_drop_relation_to_pytorch_grad_cam() -> None:
-    pgc = pytest.importorskip("pytorch_grad_cam.metrics.cam_mult_image")
-    targets_mod = pytest.importorskip("pytorch_grad_cam.utils.model_targets")
+    from pytorch_grad_cam.metrics import cam_mult_image as pgc
+    from pytorch_grad_cam.utils import model_targets as targets_mod
+
     model = _tiny_model()
     torch.manual_seed(4)
     images = torch.rand(4, 3, 8, 8)
@@ -247,8 +250,10 @@ def test_pointing_game_with_boxes_and_upsampling() -> None:
     assert pointing_game(maps, box_far, tolerance=0).tolist() == [0.0]
 
 
+@pytest.mark.needs_extra("quantus")
 def test_pointing_game_matches_quantus_without_ties() -> None:
-    quantus = pytest.importorskip("quantus")
+    import quantus
+
     torch.manual_seed(5)
     maps = torch.rand(16, 1, 12, 12)
     masks = torch.rand(16, 12, 12) > 0.6
@@ -271,8 +276,10 @@ def test_energy_pointing_game_exact_object_and_half() -> None:
     assert energy_pointing_game(-maps, masks).tolist() == [0.0, 0.0]
 
 
+@pytest.mark.needs_extra("quantus")
 def test_energy_pointing_game_matches_quantus() -> None:
-    quantus = pytest.importorskip("quantus")
+    import quantus
+
     torch.manual_seed(6)
     maps = torch.randn(8, 1, 10, 10)
     masks = torch.rand(8, 10, 10) > 0.5

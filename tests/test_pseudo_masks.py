@@ -323,8 +323,8 @@ def test_resume_with_other_options_is_refused(
     assert "other options or inputs (changed: batch_size)" in capsys.readouterr().err
 
 
+@pytest.mark.needs_extra("crf")
 def test_crf_refined_masks_keep_each_image_classes(voc: Path, tmp_path: Path) -> None:
-    pytest.importorskip("pydensecrf")
     out = tmp_path / "crf"
     assert main(_args(voc, out, "--crf", "--threshold", "0")) == 0
     for i in range(IMAGES):

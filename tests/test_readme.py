@@ -1,4 +1,4 @@
-"""The README's Python quickstart runs as written and gives the shapes it claims."""
+"""The README: its two fresh-machine commands (which CI runs), its extras table, its quickstart."""
 
 from __future__ import annotations
 
@@ -14,8 +14,21 @@ def test_readme_opens_with_the_two_fresh_machine_commands() -> None:
     assert text.startswith("```bash\n")
     assert blocks[0].strip() == 'pip install -e ".[demo]" && captum-shallow demo'
     assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest'
-    ci = (README.parent / ".ci" / "run").read_text()
-    assert blocks[1].strip() in ci.splitlines()
+    # CI runs both verbatim, in order, each failing the run when it fails.
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    lines = [ci.index(f"{block.strip()} || exit") for block in blocks[:2]]
+    assert lines == sorted(lines)
+    assert any(line.startswith("python3 -m venv ") for line in ci[: lines[0]])
+
+
+def test_readme_table_names_every_extra_that_skips_tests() -> None:
+    from conftest import OPTIONAL_EXTRAS
+
+    pyproject = (README.parent / "pyproject.toml").read_text()
+    table = re.findall(r"^\| `([^`|]+)` \|", README.read_text(), flags=re.M)
+    for extra in OPTIONAL_EXTRAS:
+        assert re.search(rf"^{extra} = \[", pyproject, flags=re.M), f"no extra {extra!r}"
+        assert extra in table, f"README's extras table lacks {extra!r}"
 
 
 def test_readme_quickstart_runs() -> None:

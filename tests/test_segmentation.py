@@ -176,8 +176,8 @@ def test_evaluate_cams_oracle_cam_gives_miou_one() -> None:
     assert flat.iou[:, 0].tolist() == [0.0] * 61
 
 
+@pytest.mark.needs_extra("crf")
 def test_dense_crf_snaps_to_image_edges() -> None:
-    pytest.importorskip("pydensecrf.densecrf")
     image = torch.zeros(3, 16, 16, dtype=torch.uint8)
     image[:, :, 8:] = 255
     labels = torch.zeros(16, 16, dtype=torch.long)
@@ -190,8 +190,8 @@ def test_dense_crf_snaps_to_image_edges() -> None:
     assert dense_crf(image, torch.full((16, 16), 3)).eq(3).all()
 
 
+@pytest.mark.needs_extra("crf")
 def test_evaluate_cams_with_crf() -> None:
-    pytest.importorskip("pydensecrf.densecrf")
     images, labels, masks = _scene()
 
     def blurry(x: Tensor, target: Tensor) -> Tensor:

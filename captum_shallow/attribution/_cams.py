@@ -45,6 +45,10 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
     relu_by_default: ClassVar[bool] = True
     #: Whether the method needs a layer output with spatial dimensions.
     needs_spatial: ClassVar[bool] = True
+    #: Whether the weights are elementwise (one per activation, as HiResCAM's and
+    #: LayerCAM's) rather than one per channel; only elementwise weights times the
+    #: activations make a "global" attribution in Captum's sense.
+    elementwise_weights: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -68,10 +72,12 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
                         forward_func applies a DataParallel model.
                         Default: None
             multiply_by_inputs (bool, optional): Whether to multiply the weights
-                        by the layer activations (the CAM, a "global"
-                        attribution in Captum's terms). With False the weight map
-                        alone is returned ("local" attribution), as Captum's
-                        ``LayerGradientXActivation`` does.
+                        by the layer activations (the CAM). With False the weight
+                        map alone is returned, as Captum's
+                        ``LayerGradientXActivation`` does with False. What
+                        Captum's tools are told is
+                        :attr:`multiplies_by_inputs`, which is True only for the
+                        elementwise rules (HiResCAM, LayerCAM) with this True.
                         Default: True
             truncation (GradientTruncation, optional): Denoiser applied to the
                         layer gradient before weighting. None gives the published
@@ -104,7 +110,31 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
-        return self._multiply_by_inputs
+        r"""Whether the attribution is a "global" one in Captum's sense (arXiv 1711.06104).
+
+        True when the map is an elementwise sensitivity times the layer
+        activations, :math:`W \odot A` (:class:`LayerHiResCam` and
+        :class:`LayerCAM` with ``multiply_by_inputs=True``, like Captum's
+        ``LayerGradientXActivation``); False for the weight map alone and for the
+        rules with one weight per channel (:class:`LayerGradCam`,
+        :class:`LayerGradCamPlusPlus`, :class:`LayerXGradCam`), whose product with
+        :math:`A` is part of the CAM, not a sensitivity scaled by its input, as
+        Captum's ``LayerGradCam`` reports. The truncation does not change it.
+        Captum's ``NoiseTunnel`` passes it on, and it is the flag to give
+        ``captum.metrics.infidelity_perturb_func_decorator``.
+
+        Examples::
+
+            >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+            >>> net = BasicModel_ConvNet_One_Conv()
+            >>> LayerGradCam(net, net.conv1).multiplies_by_inputs
+            False
+            >>> LayerCAM(net, net.conv1).multiplies_by_inputs
+            True
+            >>> LayerCAM(net, net.conv1, multiply_by_inputs=False).multiplies_by_inputs
+            False
+        """
+        return self._multiply_by_inputs and self.elementwise_weights
 
     @staticmethod
     def weights(gradient: Tensor, activation: Tensor) -> Tensor:
@@ -312,6 +342,8 @@ class LayerHiResCam(_TruncatedLayerCAM):
         torch.Size([2, 1, 2, 2])
     """
 
+    elementwise_weights = True
+
     @staticmethod
     def weights(gradient: Tensor, activation: Tensor) -> Tensor:
         return gradient
@@ -337,6 +369,8 @@ class LayerCAM(_TruncatedLayerCAM):
         >>> cam.attribute(torch.rand(2, 1, 4, 4), target=[0, 1]).shape
         torch.Size([2, 1, 2, 2])
     """
+
+    elementwise_weights = True
 
     @staticmethod
     def weights(gradient: Tensor, activation: Tensor) -> Tensor:

@@ -188,7 +188,22 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
-        return True
+        """False: the fused map is not a "global" attribution in Captum's sense.
+
+        Each layer's map is normalised to [0, 1] and the maps are fused (by
+        product by default) across layers, so the result is not a sensitivity
+        times the activations of any one layer, whatever ``method`` is; Captum's
+        ``NoiseTunnel`` passes this on, and it is the flag to give
+        ``captum.metrics.infidelity_perturb_func_decorator``.
+
+        Examples::
+
+            >>> from torchvision.models import resnet18
+            >>> model = resnet18()
+            >>> ShallowCAM(model, [model.layer1, model.layer4]).multiplies_by_inputs
+            False
+        """
+        return False
 
     @log_usage()
     def attribute(
