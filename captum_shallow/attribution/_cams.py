@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
 
 # The same denominators' epsilons as pytorch-grad-cam, so that without
@@ -52,6 +53,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         device_ids: list[int] | None = None,
         multiply_by_inputs: bool = True,
         truncation: GradientTruncation | None = None,
+        reshape: Reshape = None,
     ) -> None:
         r"""
         Args:
@@ -74,6 +76,15 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
                         layer gradient before weighting. None gives the published
                         method unchanged.
                         Default: None
+            reshape (str or Callable, optional): How to read the layer's
+                        output as ``(N, C, H, W)``: ``"auto"`` turns a
+                        transformer's tokens ``(N, prefix + H*W, C)`` (class and
+                        register tokens dropped) and a channels-last map
+                        ``(N, H, W, C)`` into a grid, by shape and input size; a
+                        callable (such as pytorch-grad-cam's ``reshape_transform``)
+                        does it for one tensor. Gradient and activation get the
+                        same transform. None takes the output as it is.
+                        Default: None
         """
         if truncation is not None and not isinstance(truncation, GradientTruncation):
             raise TypeError(
@@ -85,6 +96,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         GradientAttribution.__init__(self, forward_func)
         self._multiply_by_inputs = bool(multiply_by_inputs)
         self.truncation = truncation
+        self.reshape = check_reshape(reshape)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -196,6 +208,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
             device_ids=self.device_ids,
             attribute_to_layer_input=attribute_to_layer_input,
             grad_kwargs=grad_kwargs,
+            reshape=self.reshape,
         )
         if self.needs_spatial:
             for activation in activations:

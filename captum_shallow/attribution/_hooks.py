@@ -24,6 +24,8 @@ from captum._utils.typing import TargetType
 from torch import Tensor
 from torch.nn import Module
 
+from ._reshape import Reshape, reshape_layer_tensors
+
 LayerTensors = tuple[Tensor, ...]
 
 
@@ -136,8 +138,13 @@ def layer_gradients_and_activations(
     device_ids: list[int] | None,
     attribute_to_layer_input: bool,
     grad_kwargs: dict[str, Any] | None,
+    reshape: Reshape = None,
 ) -> list[tuple[LayerTensors, LayerTensors]]:
     """Gradients of the target and activations at each layer, in one forward/backward.
+
+    ``reshape`` (None, ``"auto"`` or a callable; see ``_reshape.py``) turns token
+    sequences and channels-last maps into ``(N, C, H, W)``, applied here and only
+    here, identically to gradients and activations.
 
     Returns:
         *list* of ``(gradients, activations)``, one pair of tensor tuples per layer.
@@ -208,7 +215,10 @@ def layer_gradients_and_activations(
         # Without create_graph nobody differentiates the maps: detaching frees the
         # forward graph as soon as the attribution returns.
         activations = [tuple(a.detach() for a in layer) for layer in activations]
-    return list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
+    pairs = list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
+    return reshape_layer_tensors(
+        reshape, pairs, inputs, lambda: [layer_name(forward_func, layer) for layer in layers]
+    )
 
 
 def _first_tensor_device(value: Any) -> torch.device:
