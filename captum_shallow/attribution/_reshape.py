@@ -55,7 +55,7 @@ def infer_layout(shape: Sequence[int], input_size: tuple[int, int]) -> GridLayou
     one stride (within one cell). A 4D shape is ``NCHW`` when its last two
     dimensions fit, else ``NHWC`` when its middle two do; a 3D shape is a token
     sequence when dropping the fewest leading tokens (at most
-    ``MAX_PREFIX_TOKENS``) leaves a fitting grid.
+    ``MAX_PREFIX_TOKENS``, and fewer than the grid's) leaves a fitting grid.
 
     Args:
         shape (Sequence[int]): The tensor's shape, batch first.
@@ -81,7 +81,7 @@ def infer_layout(shape: Sequence[int], input_size: tuple[int, int]) -> GridLayou
         tokens = shape[1]
         for prefix in range(min(MAX_PREFIX_TOKENS, tokens - 1) + 1):
             grid = _token_grid(tokens - prefix, height, width)
-            if grid is not None:
+            if grid is not None and grid[0] * grid[1] > prefix:
                 return GridLayout("tokens", grid, shape[2], prefix)
     return None
 
