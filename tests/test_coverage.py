@@ -78,4 +78,5 @@ def test_every_torchvision_classifier_gets_layers_and_a_map(arch: str) -> None:
     assert all(bool(m.isfinite().all()) and float(m.min()) >= 0 for m in maps)
     assert any(float(m.max()) > 0 for m in maps)  # the gradient reaches the layers
     assert fused.shape == (1, 1, *preset.map_size(preset.shallow))
-    assert bool(fused.isfinite().all()) and 0 <= float(fused.min()) <= float(fused.max()) <= 1
+    assert bool(fused.isfinite().all())
+    assert 0 <= float(fused.min()) <= float(fused.max()) <= 1

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from captum_shallow import ShallowCAM
 from captum_shallow.models import (
     LayerPreset,
     build_model,
@@ -14,7 +15,6 @@ from captum_shallow.models import (
     load_model,
     resolve_layers,
 )
-from captum_shallow import ShallowCAM
 from captum_shallow.models._loading import construct_on_meta
 
 # Architecture -> (family, layers shallow to deep, strides at 224 px, channels).
@@ -310,9 +310,9 @@ def test_structure_falls_back_to_a_real_pass_where_meta_cannot_run() -> None:
                 x = x.clamp(max=1e6)
             return self.fc(x.mean(dim=(2, 3)))
 
-    with pytest.raises(RuntimeError, match="meta tensors"):  # a meta pass cannot run it
-        with torch.device("meta"), torch.no_grad():
-            ReadsValues()(torch.zeros(1, 3, 8, 8))
+    # A meta pass cannot run it.
+    with pytest.raises(RuntimeError, match="meta tensors"), torch.device("meta"), torch.no_grad():
+        ReadsValues()(torch.zeros(1, 3, 8, 8))
     model = ReadsValues().eval()
     assert layer_preset(model, 32).layers == ("features.0", "features.1", "features.2")
 
@@ -326,7 +326,7 @@ def test_structure_says_what_to_do_when_the_model_cannot_run_a_blank_image() -> 
         def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             return self.conv(x * mask)
 
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="cannot find the layers") as caught:
         layer_preset(TwoInputs(), 16)
     message = str(caught.value)
     assert message.startswith(
@@ -358,5 +358,6 @@ def test_presets_and_from_model_work_for_half_precision_models(dtype: torch.dtyp
         inputs = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
         fused = cam.attribute(inputs.to(dtype), target=[1, 2])
         reference = ShallowCAM.from_model(model, 64).attribute(inputs, target=[1, 2])
-        assert fused.dtype is dtype and bool(fused.isfinite().all())
+        assert fused.dtype is dtype
+        assert bool(fused.isfinite().all())
         torch.testing.assert_close(fused.float(), reference, atol=0.1, rtol=0)
