@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -154,14 +155,18 @@ def construct_on_meta(arch: str, num_classes: int = 1000) -> nn.Module:
     Returns:
         nn.Module: The model, in eval mode.
     """
-    try:
-        with torch.device("meta"):
-            return _construct(arch, num_classes).eval()
-    except NotImplementedError:
-        # RegNet computes its stage widths with tensors and reads them back
-        # (.tolist()), which a meta tensor cannot do: only allocations go to meta.
-        with _AllocationsOnMeta():
-            return _construct(arch, num_classes).eval()
+    # GoogLeNet and Inception warn that their default initialisation will change:
+    # nothing is initialised on meta.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            with torch.device("meta"):
+                return _construct(arch, num_classes).eval()
+        except NotImplementedError:
+            # RegNet computes its stage widths with tensors and reads them back
+            # (.tolist()), which a meta tensor cannot do: only allocations go to meta.
+            with _AllocationsOnMeta():
+                return _construct(arch, num_classes).eval()
 
 
 class _AllocationsOnMeta(TorchFunctionMode):

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.parameter import UninitializedTensorMixin
 
 from ..attribution._reshape import GridLayout, infer_layout
 
@@ -111,10 +112,17 @@ def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
         Probe: The calls.
 
     Raises:
-        ValueError: When the forward pass fails on the meta device and for real,
-            or the output does not depend on the input.
+        ValueError: When the model has uninitialised lazy modules, the forward
+            pass fails on the meta device and for real, or the output does not
+            depend on the input.
     """
     tensors = list(itertools.chain(model.parameters(), model.buffers()))
+    if any(isinstance(t, UninitializedTensorMixin) for t in tensors):
+        # The probe's blank image would fix their shapes, maybe to the wrong size.
+        raise ValueError(
+            f"{type(model).__name__} has lazy modules that are not initialised yet; run the "
+            "model once on a real input before finding its layers"
+        )
     dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
     device = next((t.device for t in tensors), torch.device("cpu"))
     convs = (m for m in model.modules() if isinstance(m, nn.modules.conv._ConvNd))
