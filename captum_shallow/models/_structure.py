@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.nn.parameter import UninitializedTensorMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from ..attribution._reshape import GridLayout, infer_layout
 
@@ -117,7 +117,7 @@ def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
             depend on the input.
     """
     tensors = list(itertools.chain(model.parameters(), model.buffers()))
-    if any(isinstance(t, UninitializedTensorMixin) for t in tensors):
+    if any(isinstance(t, (UninitializedParameter, UninitializedBuffer)) for t in tensors):
         # The probe's blank image would fix their shapes, maybe to the wrong size.
         raise ValueError(
             f"{type(model).__name__} has lazy modules that are not initialised yet; run the "
