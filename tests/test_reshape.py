@@ -195,3 +195,33 @@ def test_auto_reshape_needs_an_image_input() -> None:
     model = nn.Sequential(nn.Linear(6, 6), nn.Linear(6, 2))
     with pytest.raises(ValueError, match=r"the input has shape \(3, 6\); pass a callable"):
         LayerGradCam(model, model[0], reshape="auto").attribute(torch.randn(3, 6), target=0)
+
+
+def test_auto_reshape_reads_each_tensor_of_a_tuple_output_by_its_own_shape() -> None:
+    class TwoLayouts(nn.Module):
+        def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+            grid = x.permute(0, 2, 3, 1)  # (N, 4, 4, 8) channels last
+            return torch.cat([grid.mean(dim=(1, 2))[:, None], grid.flatten(1, 2)], 1), grid
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 4, 4)
+            self.split = TwoLayouts()
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x: Tensor) -> Tensor:
+            tokens, grid = self.split(self.embed(x))
+            return self.head(torch.tanh(tokens).mean(1) * torch.tanh(grid).mean(dim=(1, 2)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    inputs = torch.randn(2, 3, 16, 16)
+    from_tokens, from_grid = LayerCAM(model, model.split, reshape="auto").attribute(
+        inputs, target=1
+    )
+    assert from_tokens.shape == from_grid.shape == (2, 1, 4, 4)
+    # Both outputs hold the same activations; their gradients differ by the paths.
+    assert float(from_tokens.max()) > 0
+    assert float(from_grid.max()) > 0
+    assert not torch.equal(from_tokens, from_grid)

@@ -152,11 +152,19 @@ def reshape_layer_tensors(
     size = (int(inputs[0].shape[-2]), int(inputs[0].shape[-1]))
     out = []
     for index, (gradients, activations) in enumerate(pairs):
-        grids = [
-            _reshaped(reshape, tensor, activations[0], size, names, index)
-            for tensor in (*gradients, *activations)
-        ]
-        out.append((tuple(grids[: len(gradients)]), tuple(grids[len(gradients) :])))
+        # Each gradient takes the transform its activation's shape calls for.
+        out.append(
+            (
+                tuple(
+                    _reshaped(reshape, gradient, activation, size, names, index)
+                    for gradient, activation in zip(gradients, activations, strict=True)
+                ),
+                tuple(
+                    _reshaped(reshape, activation, activation, size, names, index)
+                    for activation in activations
+                ),
+            )
+        )
     return out
 
 
