@@ -54,6 +54,7 @@ def test_the_lists_name_real_architectures() -> None:
     assert len(ARCHITECTURES) >= 80
 
 
+@pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
 @pytest.mark.parametrize("arch", [pytest.param(a, marks=_marks(a)) for a in ARCHITECTURES])
 def test_every_torchvision_classifier_gets_layers_and_a_map(arch: str) -> None:
     size = INPUT_SIZES.get(arch, 64)
