@@ -154,6 +154,58 @@ def test_explain_runs_a_user_architecture_with_chosen_layers_and_method(
         assert int(saved["target"]) == 3
 
 
+@pytest.fixture(scope="module")
+def vit_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight ViT-B/16 state dict, its zero-initialised head made random."""
+    path = tmp_path_factory.mktemp("weights") / "vit_b_16.pt"
+    torch.manual_seed(0)
+    model = build_model("vit_b_16", num_classes=5)
+    nn.init.normal_(model.heads.head.weight, std=0.05)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.slow
+def test_explain_runs_a_vision_transformer_from_a_weights_file(
+    tmp_path: Path, photos: dict[str, Path], vit_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code = main(
+        [
+            "explain", str(photos["chelsea"]), "--arch", "vit_b_16", "--weights", str(vit_weights),
+            "--target", "3", "--save-maps", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    model = build_model("vit_b_16", weights=vit_weights)
+    preset = layer_preset(model)
+    assert preset.layers[-1] == "encoder.layers.encoder_layer_11.ln_1"
+    cam = ShallowCAM.from_model(model)  # reshape="auto": tokens to 14 x 14 grids
+    inputs = preprocess(read_image(photos["chelsea"]), 224).unsqueeze(0)
+    fused, layer_maps = cam.attribute(inputs, target=3, return_layer_maps=True)
+    with np.load(out / "chelsea.maps.npz") as saved:
+        assert saved["layers"].tolist() == list(preset.fusion)
+        assert saved["fused"].shape == (14, 14)
+        assert saved["fused"].max() == pytest.approx(1.0)
+        np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
+        for k, layer_map in enumerate(layer_maps):
+            np.testing.assert_allclose(saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4)
+    # Its position embeddings fix the input size: another one is refused in one line.
+    message = _error(
+        capsys,
+        tmp_path / "other",
+        "explain",
+        str(photos["chelsea"]),
+        "--arch",
+        "vit_b_16",
+        "--weights",
+        str(vit_weights),
+        "--input-size",
+        "64",
+    )
+    assert message == "vit_b_16 takes 224 px inputs only; drop --input-size 64"
+
+
 # --- user errors: exit code 2, one line, nothing written ------------------------------
 
 

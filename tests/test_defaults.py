@@ -74,9 +74,9 @@ def test_from_model_input_size_changes_nothing_but_the_measurement(resnet: nn.Mo
     )
 
 
-def test_from_model_refuses_a_model_without_a_preset() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
-    with pytest.raises(ValueError, match="no layer preset"):
+def test_from_model_finds_a_custom_models_layers_or_says_why_not() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 2), nn.Flatten(), nn.LazyLinear(2))
+    with pytest.raises(ValueError, match="has lazy modules that are not initialised yet; run "):
         ShallowCAM.from_model(model)
 
 

@@ -226,3 +226,99 @@ def test_torchcam_gradcampp_skips_the_alpha_normalisation(
 
     relation = _AlphaIsGradSquared(model, layer).attribute(inputs, target=targets)
     torch.testing.assert_close(_torchcam_normalised(relation), expected, rtol=0, atol=1e-5)
+
+
+# --- transformers: tokens and channels-last maps back to grids ---------------------------
+
+
+def _vit_tokens_to_grid(tensor: Tensor) -> Tensor:
+    """pytorch-grad-cam's ViT reshape_transform: drop the class token, tokens to a grid."""
+    side = int((tensor.shape[1] - 1) ** 0.5)
+    grid = tensor[:, 1:, :].reshape(tensor.shape[0], side, side, tensor.shape[2])
+    return grid.transpose(2, 3).transpose(1, 2)
+
+
+def _swin_to_grid(tensor: Tensor) -> Tensor:
+    """pytorch-grad-cam's reshape_transform for torchvision's channels-last Swin."""
+    return tensor.permute(0, 3, 1, 2)
+
+
+def _with_random_head(vit: nn.Module) -> nn.Module:
+    """torchvision initialises a ViT's head to zero: no gradient would reach any layer."""
+    nn.init.normal_(vit.heads.head.weight, std=0.02)
+    return vit.eval()
+
+
+def _small_vit() -> nn.Module:
+    """A ViT-B/16 reduced in depth and width: 64 px, a 4 x 4 grid and a class token."""
+    torch.manual_seed(0)
+    return _with_random_head(
+        models.VisionTransformer(
+            image_size=64, patch_size=16, num_layers=3, num_heads=2, hidden_dim=32, mlp_dim=64
+        )
+    )
+
+
+def _swin_t() -> nn.Module:
+    torch.manual_seed(0)
+    return models.swin_t(weights=None).eval()
+
+
+# (model, input size, layers, pytorch-grad-cam's reshape_transform)
+TRANSFORMERS: dict[str, tuple[Callable[[], nn.Module], int, tuple[str, ...], Callable]] = {
+    # A block's output, and the last block's first LayerNorm (the preset's deepest layer).
+    "vit": (
+        _small_vit,
+        64,
+        ("encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_2.ln_1"),
+        _vit_tokens_to_grid,
+    ),
+    "swin_t": (_swin_t, 64, ("features.1", "features.5"), _swin_to_grid),
+}
+
+
+@pytest.fixture(scope="module")
+def transformers() -> dict[str, tuple[nn.Module, Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return {
+        name: (build(), torch.randn(2, 3, size, size, generator=generator))
+        for name, (build, size, _, _) in TRANSFORMERS.items()
+    }
+
+
+def _equals_pgc_with_reshape(
+    model: nn.Module, inputs: Tensor, name: str, theirs: type, ours_class: type, transform: Callable
+) -> None:
+    if ours_class is LayerGradCamPlusPlus:  # float64, as above
+        model, inputs = copy.deepcopy(model).double(), inputs.double()
+    layer = model.get_submodule(name)
+    ours = ours_class(model, layer, reshape="auto").attribute(
+        inputs, target=TARGETS, relu_attributions=True
+    )
+    size = (inputs.shape[-1], inputs.shape[-2])
+    with theirs(model=model, target_layers=[layer], reshape_transform=transform) as cam:
+        expected = cam(input_tensor=inputs, targets=[ClassifierOutputTarget(t) for t in TARGETS])
+    _no_param_grads(model)
+    assert float(expected.max()) > 0.99  # a real, non-constant map
+    np.testing.assert_allclose(_pgc_normalised(model, ours.detach(), size), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("arch", "name"), [(arch, name) for arch, spec in TRANSFORMERS.items() for name in spec[2]]
+)
+@pytest.mark.parametrize(("theirs", "ours_class"), PGC_PAIRS, ids=lambda c: c.__name__)
+def test_methods_on_transformers_equal_pytorch_grad_cam_with_its_reshape_transform(
+    transformers: dict, arch: str, name: str, theirs: type, ours_class: type
+) -> None:
+    model, inputs = transformers[arch]
+    _equals_pgc_with_reshape(model, inputs, name, theirs, ours_class, TRANSFORMERS[arch][3])
+
+
+@pytest.mark.slow
+def test_vit_b_16_equals_pytorch_grad_cam_with_its_reshape_transform() -> None:
+    torch.manual_seed(0)
+    model = _with_random_head(models.vit_b_16(weights=None))
+    inputs = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    name = "encoder.layers.encoder_layer_11.ln_1"  # the preset's last layer
+    for theirs, ours_class in [(GradCAM, LayerGradCam), (PGCLayerCAM, LayerCAM)]:
+        _equals_pgc_with_reshape(model, inputs, name, theirs, ours_class, _vit_tokens_to_grid)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from captum_shallow import ShallowCAM
 from captum_shallow.models import (
     LayerPreset,
     build_model,
@@ -14,7 +15,7 @@ from captum_shallow.models import (
     load_model,
     resolve_layers,
 )
-from captum_shallow.models._loading import _construct
+from captum_shallow.models._loading import construct_on_meta
 
 # Architecture -> (family, layers shallow to deep, strides at 224 px, channels).
 EXPECTED = {
@@ -26,26 +27,29 @@ EXPECTED = {
     ),
     "resnet50": (
         "ResNet",
-        ("layer1", "layer2", "layer3", "layer4"),
-        (4, 8, 16, 32),
-        (256, 512, 1024, 2048),
+        ("relu", "layer1", "layer2", "layer3", "layer4"),
+        (2, 4, 8, 16, 32),
+        (64, 256, 512, 1024, 2048),
     ),
+    # The in-place ReLU before each max-pool (the last module at its resolution),
+    # then the last pool; the adaptive average pool is a resampler, never a stage.
     "vgg16": (
         "VGG",
-        ("features.4", "features.9", "features.16", "features.23", "features.30"),
-        (2, 4, 8, 16, 32),
-        (64, 128, 256, 512, 512),
+        ("features.3", "features.8", "features.15", "features.22", "features.29", "features.30"),
+        (1, 2, 4, 8, 16, 32),
+        (64, 128, 256, 512, 512, 512),
     ),
     "densenet121": (
         "DenseNet",
         (
+            "features.relu0",
             "features.denseblock1",
             "features.denseblock2",
             "features.denseblock3",
             "features.norm5",
         ),
-        (4, 8, 16, 32),
-        (256, 512, 1024, 1024),
+        (2, 4, 8, 16, 32),
+        (64, 256, 512, 1024, 1024),
     ),
     "mobilenet_v2": (
         "MobileNetV2",
@@ -71,12 +75,43 @@ EXPECTED = {
         (4, 8, 16, 32),
         (96, 192, 384, 768),
     ),
+    # A ViT's resolution never changes: blocks at four depths, each by its first
+    # LayerNorm, since the class token reads the patch tokens through attention.
+    "vit_b_16": (
+        "VisionTransformer",
+        tuple(f"encoder.layers.encoder_layer_{i}.ln_1" for i in (2, 5, 8, 11)),
+        (16, 16, 16, 16),
+        (768, 768, 768, 768),
+    ),
+    "swin_t": (
+        "SwinTransformer",
+        ("features.1", "features.3", "features.5", "permute"),
+        (4, 8, 16, 32),
+        (96, 192, 384, 768),
+    ),
+    "maxvit_t": (
+        "MaxVit",
+        ("stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3"),
+        (2, 4, 8, 16, 32),
+        (64, 64, 128, 256, 512),
+    ),
+    # RegNet computes its widths with tensors: built with only its weights on meta.
+    "regnet_y_400mf": (
+        "RegNet",
+        ("stem", *(f"trunk_output.block{i}" for i in range(1, 5))),
+        (2, 4, 8, 16, 32),
+        (32, 48, 104, 208, 440),
+    ),
+}
+
+LAYOUTS = {
+    "vit_b_16": ("tokens",) * 4,
+    "swin_t": ("NHWC", "NHWC", "NHWC", "NCHW"),
 }
 
 
 def _meta_model(arch: str) -> nn.Module:
-    with torch.device("meta"):
-        return _construct(arch, 1000)
+    return construct_on_meta(arch)
 
 
 @pytest.mark.parametrize("arch", list(EXPECTED))
@@ -86,6 +121,9 @@ def test_preset_lists_stage_outputs_shallow_to_deep(arch: str) -> None:
     assert (preset.architecture, preset.layers) == (family, layers)
     assert (preset.strides, preset.channels) == (strides, channels)
     assert preset.input_size == (224, 224)
+    assert preset.layouts == LAYOUTS.get(arch, ("NCHW",) * len(layers))
+    assert preset.reshape == ("auto" if arch in LAYOUTS else None)
+    assert preset.map_sizes == tuple((224 // s, 224 // s) for s in strides)
 
 
 @pytest.mark.parametrize("arch", list(EXPECTED))
@@ -103,9 +141,6 @@ def test_preset_modules_run_exactly_once_per_forward(arch: str) -> None:
     for handle in handles:
         handle.remove()
     assert set(calls.values()) == {1}
-    assert not any(
-        isinstance(m, (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish)) for m in modules
-    )  # shared activations are never hooked
 
 
 def test_preset_choices_on_the_embedded_model() -> None:
@@ -129,15 +164,9 @@ def test_preset_derived_choices_follow_the_strides() -> None:
 def test_preset_follows_the_input_size_and_restores_training_mode() -> None:
     model = build_model("resnet18").train()
     preset = layer_preset(model, (128, 96))
-    assert preset.strides == (4, 8, 16, 32)
+    assert preset.strides == (2, 4, 8, 16, 32)
     assert preset.map_size("layer2") == (16, 12)
     assert model.training
-
-
-def test_preset_refuses_an_unknown_architecture() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
-    with pytest.raises(ValueError, match="no layer preset for Sequential; name the layers"):
-        layer_preset(model)
 
 
 def test_resolve_layers_suggests_close_names() -> None:
@@ -154,7 +183,181 @@ def test_layer_choice_table_has_one_row_per_architecture() -> None:
     lines = table.splitlines()
     assert len(lines) == 4
     assert lines[2] == (
-        "| resnet50 | `layer1` (56), `layer2` (28), `layer3` (14), `layer4` (7) | `layer1` "
-        "| `layer1`, `layer2`, `layer3`, `layer4` | `layer4` |"
+        "| resnet50 | `relu` (112), `layer1` (56), `layer2` (28), `layer3` (14), `layer4` (7) "
+        "| `layer1` | `layer1`, `layer2`, `layer3`, `layer4` | `layer4` |"
     )
     assert lines[3].startswith("| efficientnet-lite0 | `_blocks.0` (112), `_blocks.2` (56)")
+
+
+def test_table_words_transformer_layouts() -> None:
+    vit, swin = layer_choice_table(["vit_b_16", "swin_t"]).splitlines()[2:]
+    assert vit.startswith("| vit_b_16 | `encoder.layers.encoder_layer_2.ln_1` (14, tokens), ")
+    assert swin.startswith("| swin_t | `features.1` (56, channels-last), ")
+    assert swin.split(" | ")[1].endswith("`permute` (7)")
+
+
+# --- any model: layers found by structure ----------------------------------------------
+
+
+def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+def _plain_cnn(channels: int = 3) -> nn.Sequential:
+    """A custom CNN: plain nn.Sequential stages, pooled into a linear head."""
+    return nn.Sequential(
+        _stage(channels, 8, 1),
+        _stage(8, 16, 2),
+        _stage(16, 32, 2),
+        _stage(32, 64, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    ).eval()
+
+
+def test_structure_finds_the_stages_of_a_plain_sequential_cnn() -> None:
+    preset = layer_preset(_plain_cnn(), 64)
+    assert preset.architecture == "Sequential"
+    assert preset.layers == ("0", "1", "2", "3")  # the stages, not their last ReLUs
+    assert (preset.strides, preset.channels) == ((1, 2, 4, 8), (8, 16, 32, 64))
+    assert preset.map_sizes == ((64, 64), (32, 32), (16, 16), (8, 8))
+    assert (preset.shallow, preset.fusion) == ("2", ("2", "3"))
+
+
+def test_structure_reads_the_image_channels_from_the_first_convolution() -> None:
+    assert layer_preset(_plain_cnn(channels=1), 32).layers == ("0", "1", "2", "3")
+
+
+class _Fork(nn.Module):
+    """Two arms at one resolution, concatenated inside the block."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(channels, channels, 3, padding=1)
+        self.right = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.left(x), self.right(x)], dim=1)
+
+
+class _Branched(nn.Module):
+    """A gate branch merged in the model's own forward, and a fork inside a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _stage(3, 8, 2)
+        self.body = _stage(8, 8, 1)
+        self.gate = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Sigmoid())  # runs last at stride 2
+        self.down = _stage(8, 16, 2)
+        self.fork = _Fork(16)
+        self.aux = nn.Conv2d(32, 4, 1)  # an auxiliary output the model does not return
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.body(x) * self.gate(x)
+        x = self.fork(self.down(x))
+        self.last_aux = self.aux(x)
+        return self.head(x)
+
+
+def test_structure_skips_side_branches_and_picks_what_every_path_passes() -> None:
+    preset = layer_preset(_Branched().eval(), 64)
+    # Stride 2: body and gate are arms of a product, so the stem stands for it;
+    # stride 4: the fork block, not one of its arms, and never the unused aux.
+    assert preset.layers == ("stem", "fork")
+    assert preset.strides == (2, 4)
+    assert preset.channels == (8, 32)
+
+
+def test_structure_never_picks_a_reused_activation() -> None:
+    class Shared(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, 2, 1)
+            self.conv2 = nn.Conv2d(8, 8, 3, 1, 1)
+            self.act = nn.ReLU()  # applied after both convolutions
+            self.fc = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.act(self.conv2(self.act(self.conv1(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    assert layer_preset(Shared().eval(), 32).layers == ("conv2",)
+
+
+def test_structure_refuses_a_model_without_spatial_layers() -> None:
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    with pytest.raises(
+        ValueError,
+        match=r"no layer of Sequential runs once per forward pass "
+        r"and returns a spatial map .* name the layers yourself",
+    ):
+        layer_preset(mlp, 8)
+
+
+def test_structure_falls_back_to_a_real_pass_where_meta_cannot_run() -> None:
+    class ReadsValues(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = _plain_cnn()[:3]
+            self.fc = nn.Linear(32, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.features(x)
+            if float(x.abs().max()) > 1e6:  # a value a meta tensor does not have
+                x = x.clamp(max=1e6)
+            return self.fc(x.mean(dim=(2, 3)))
+
+    # A meta pass cannot run it.
+    with pytest.raises(RuntimeError, match="meta tensors"), torch.device("meta"), torch.no_grad():
+        ReadsValues()(torch.zeros(1, 3, 8, 8))
+    model = ReadsValues().eval()
+    assert layer_preset(model, 32).layers == ("features.0", "features.1", "features.2")
+
+
+def test_structure_says_what_to_do_when_the_model_cannot_run_a_blank_image() -> None:
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.conv(x * mask)
+
+    with pytest.raises(ValueError, match="cannot find the layers") as caught:
+        layer_preset(TwoInputs(), 16)
+    message = str(caught.value)
+    assert message.startswith(
+        "cannot find the layers of TwoInputs: its forward pass on a blank 1x3x16x16 "
+        "float32 image on cpu failed ("
+    )
+    assert "'mask'" in message
+    assert message.endswith(
+        "pass input_size= the model's input size, or name the layers yourself "
+        "(see model.named_modules())"
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_presets_and_from_model_work_for_half_precision_models(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=4)
+    expected = layer_preset(model, 64)
+    half = build_model("resnet18", num_classes=4)
+    half.load_state_dict(model.state_dict())
+    half = half.to(dtype)
+    assert layer_preset(half, 64) == expected  # probed on meta in the model's dtype
+    cam = ShallowCAM.from_model(half, 64)
+    assert [n for n, m in half.named_modules() if any(m is c for c in cam.layers)] == list(
+        expected.fusion
+    )
+    if dtype is torch.bfloat16:  # CPU convolutions run in bfloat16, with gradients
+        inputs = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+        fused = cam.attribute(inputs.to(dtype), target=[1, 2])
+        reference = ShallowCAM.from_model(model, 64).attribute(inputs, target=[1, 2])
+        assert fused.dtype is dtype
+        assert bool(fused.isfinite().all())
+        torch.testing.assert_close(fused.float(), reference, atol=0.1, rtol=0)

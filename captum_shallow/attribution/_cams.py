@@ -23,6 +23,7 @@ from torch.nn import Module
 
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
 from ._propagation import Gates, Propagation, describe_gates, propagation_settings
+from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
 
 # The same denominators' epsilons as pytorch-grad-cam, so that without
@@ -59,6 +60,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         truncation: GradientTruncation | None = None,
         propagation: Propagation | None = None,
         gates: Gates | None = None,
+        reshape: Reshape = None,
     ) -> None:
         r"""
         Args:
@@ -95,6 +97,15 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
                         those calls made before the layer returns. The layer
                         reads its gradient before its own gate's truncation.
                         Default: None
+            reshape (str or Callable, optional): How to read the layer's
+                        output as ``(N, C, H, W)``: ``"auto"`` turns a
+                        transformer's tokens ``(N, prefix + H*W, C)`` (class and
+                        register tokens dropped) and a channels-last map
+                        ``(N, H, W, C)`` into a grid, by shape and input size; a
+                        callable (such as pytorch-grad-cam's ``reshape_transform``)
+                        does it for one tensor. Gradient and activation get the
+                        same transform. None takes the output as it is.
+                        Default: None
         """
         if truncation is not None and not isinstance(truncation, GradientTruncation):
             raise TypeError(
@@ -107,6 +118,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         self._multiply_by_inputs = bool(multiply_by_inputs)
         self.truncation = truncation
         self.propagation, self.gates = propagation_settings(forward_func, propagation, gates)
+        self.reshape = check_reshape(reshape)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -254,6 +266,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
             grad_kwargs=grad_kwargs,
             propagation=self.propagation,
             gates=self.gates,
+            reshape=self.reshape,
         )
         if self.needs_spatial:
             for activation in activations:

@@ -26,6 +26,8 @@ from captum._utils.typing import TargetType
 from torch import Tensor
 from torch.nn import Module
 
+from ._reshape import Reshape, reshape_layer_tensors
+
 if TYPE_CHECKING:
     from ._propagation import Gates, Propagation
 
@@ -160,6 +162,7 @@ def layer_gradients_and_activations(
     grad_kwargs: dict[str, Any] | None,
     propagation: Propagation | None = None,
     gates: Gates | None = None,
+    reshape: Reshape = None,
 ) -> list[tuple[LayerTensors, LayerTensors]]:
     """Gradients of the target and activations at each layer, in one forward/backward.
 
@@ -167,6 +170,10 @@ def layer_gradients_and_activations(
     (modules of the model, ``"relu"``, ``"relu-below"`` or ``"layers"``) truncate
     the gradient while it propagates (``captum_shallow.attribution._propagation``);
     either None leaves the backward pass untouched.
+
+    ``reshape`` (None, ``"auto"`` or a callable; see ``_reshape.py``) turns token
+    sequences and channels-last maps into ``(N, C, H, W)``, applied here and only
+    here, identically to gradients and activations.
 
     Returns:
         *list* of ``(gradients, activations)``, one pair of tensor tuples per layer.
@@ -255,7 +262,10 @@ def layer_gradients_and_activations(
         # Without create_graph nobody differentiates the maps: detaching frees the
         # forward graph as soon as the attribution returns.
         activations = [tuple(a.detach() for a in layer) for layer in activations]
-    return list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
+    pairs = list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
+    return reshape_layer_tensors(
+        reshape, pairs, inputs, lambda: [layer_name(forward_func, layer) for layer in layers]
+    )
 
 
 def _first_tensor_device(value: Any) -> torch.device:

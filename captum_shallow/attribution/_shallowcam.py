@@ -23,6 +23,7 @@ from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
 from ._propagation import GATE_KEYWORDS, Gates, Propagation, describe_gates, propagation_settings
+from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
 
 #: The truncation for a single shallow layer (the command line's and the tutorials'
@@ -110,6 +111,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             Default: ``"localisation"``
         device_ids (list[int], optional): For DataParallel models, as in Captum.
             Default: None
+        reshape (str or Callable, optional): How to read each layer's output
+            as ``(N, C, H, W)``: ``"auto"`` for transformer tokens and
+            channels-last maps, a callable, or None for outputs that already are
+            (as in the CAM classes).
+            Default: None
 
     Examples::
 
@@ -136,6 +142,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         gates: Gates | _TaskDefault | None = _TASK_DEFAULT,
         task: Task = "localisation",
         device_ids: list[int] | None = None,
+        reshape: Reshape = None,
     ) -> None:
         defaults = task_defaults(task)
         if isinstance(truncation, _TaskDefault):
@@ -185,6 +192,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             forward_func, propagation, gates, GATE_KEYWORDS
         )
         self.task = task
+        self.reshape = check_reshape(reshape)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -262,6 +270,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             grad_kwargs=grad_kwargs,
             propagation=self.propagation,
             gates=self.gates,
+            reshape=self.reshape,
         )
         layer_maps = []
         for layer, truncation, (gradients, activations) in zip(
@@ -271,7 +280,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 shapes = [tuple(a.shape) for a in activations]
                 raise ValueError(
                     f"ShallowCAM needs layers with one (N, C, H, W) output; layer "
-                    f"{layer_name(self.forward_func, layer)!r} gives {shapes}"
+                    f"{layer_name(self.forward_func, layer)!r} gives {shapes} (for "
+                    "transformer tokens or a channels-last map pass reshape='auto')"
                 )
             try:
                 layer_map = self.method.layer_attribution(
@@ -297,38 +307,44 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
     def from_model(
         cls,
         model: Module,
-        task: Task = "localisation",
         input_size: int | tuple[int, int] | None = None,
+        *,
+        task: Task = "localisation",
         **kwargs: Any,
     ) -> ShallowCAM:
-        r"""A :class:`ShallowCAM` with the measured defaults of ``task`` for a model with a preset.
+        r"""A :class:`ShallowCAM` with the measured defaults of ``task`` for any model with maps.
 
-        Layers: the preset's stage outputs (:func:`captum_shallow.models.layer_preset`)
-        from its shallow layer (the first at stride 4 or more) to its last one
-        (EfficientNet-Lite0: ``_blocks.2``, ``_blocks.4``, ``_blocks.10``,
-        ``_blocks.15``; ResNet: ``layer1`` to ``layer4``), i.e. the preset's
-        ``fusion`` layers, with the task's defaults
-        (:func:`~captum_shallow.task_defaults`). The choice and its evidence are
-        in ``docs/evidence.rst``; keyword arguments override any of them.
+        Layers: the stage outputs that :func:`captum_shallow.models.layer_preset`
+        finds from the model's structure, from its shallow layer (the first at
+        stride 4 or more) to its last one (EfficientNet-Lite0: ``_blocks.2``,
+        ``_blocks.4``, ``_blocks.10``, ``_blocks.15``; ResNet: ``layer1`` to
+        ``layer4``; ViT: blocks at four depths), i.e. the preset's ``fusion``
+        layers, with the task's defaults (:func:`~captum_shallow.task_defaults`) and
+        ``reshape="auto"``
+        where a layer returns tokens or a channels-last map. The choice and its
+        evidence are in ``docs/evidence.rst``; keyword arguments override any of
+        them.
 
         Args:
-            model (torch.nn.Module): A model of an architecture with a preset
-                (EfficientNet-Lite, ResNet, VGG, DenseNet, MobileNet,
-                EfficientNet, ConvNeXt); it is also the forward function.
+            model (torch.nn.Module): A model whose layers return spatial maps
+                (any CNN, ViT, Swin, MaxViT, ...), in any dtype and on any
+                device; it is also the forward function.
             task (str, optional): ``"localisation"`` or ``"segmentation"``.
                 Default: ``"localisation"``
             input_size (int or tuple[int, int], optional): The input size at
                 which the preset measures strides.
-                Default: None (the model's ``input_image_size`` or 224)
+                Default: None (the model's ``input_image_size`` or
+                ``image_size``, else 224)
             **kwargs: Other arguments of :class:`ShallowCAM` (``method``,
                 ``truncation``, ``fusion``, ``gamma``, ``propagation``,
-                ``gates``, ``device_ids``).
+                ``gates``, ``device_ids``, ``reshape``).
 
         Returns:
             ShallowCAM: the explainer.
 
         Raises:
-            ValueError: For an architecture without a preset.
+            ValueError: For a model without a layer that returns a map, or whose
+                forward pass fails on a blank image of ``input_size``.
 
         Examples::
 
@@ -342,6 +358,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         from ..models import layer_preset, resolve_layers
 
         preset = layer_preset(model, input_size)
+        kwargs.setdefault("reshape", preset.reshape)
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 
     def __repr__(self) -> str:

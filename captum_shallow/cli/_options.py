@@ -183,7 +183,11 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
             model = load_model(name, device=device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as error:
         raise CLIError(one_line(error)) from None
-    own_size = int(getattr(model, "input_image_size", None) or 224)
+    # A ViT's position embeddings fix its input size (torchvision calls it image_size).
+    fixed = getattr(model, "image_size", None)
+    if args.input_size and isinstance(fixed, int) and args.input_size != fixed:
+        raise CLIError(f"{name} takes {fixed} px inputs only; drop --input-size {args.input_size}")
+    own_size = int(getattr(model, "input_image_size", None) or fixed or 224)
     input_size = args.input_size or own_size
     # One forward pass checks the size (too small a side fails deep inside the
     # model) and counts the outputs.

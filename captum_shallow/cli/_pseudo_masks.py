@@ -192,7 +192,12 @@ def run(args: argparse.Namespace) -> int:
         names, layers = resolve_layer_spec(loaded.model, args.layers)
         try:
             cam = ShallowCAM(
-                loaded.model, layers, method=method, truncation=truncation, fusion=args.fusion
+                loaded.model,
+                layers,
+                method=method,
+                truncation=truncation,
+                fusion=args.fusion,
+                reshape="auto",  # tokens and channels-last maps to grids; CNN maps as they are
             )
         except (ValueError, TypeError) as error:
             raise CLIError(one_line(error)) from None

@@ -11,7 +11,6 @@ from ._images import load_image, preprocess, read_image
 from ._loading import architectures, available_models, build_model, load_model
 from ._photos import SAMPLE_PHOTOS, sample_photo
 from ._presets import (
-    DOCUMENTED_ARCHITECTURES,
     LayerPreset,
     layer_choice_table,
     layer_preset,
@@ -19,7 +18,6 @@ from ._presets import (
 )
 
 __all__ = [
-    "DOCUMENTED_ARCHITECTURES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SAMPLE_PHOTOS",

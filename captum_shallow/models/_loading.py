@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from ._efficientnet_lite import LITE_ARCHITECTURES, LITE_WEIGHTS, build_lite, lite_weights_path
 from ._errors import unknown_name
@@ -143,6 +145,43 @@ def _construct(arch: str, num_classes: int) -> nn.Module:
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
+def construct_on_meta(arch: str, num_classes: int = 1000) -> nn.Module:
+    """An architecture with its parameters on the ``meta`` device: nothing allocated.
+
+    Args:
+        arch (str): One of :func:`architectures`.
+        num_classes (int, optional): Outputs of the classifier. Default: 1000
+
+    Returns:
+        nn.Module: The model, in eval mode.
+    """
+    # GoogLeNet and Inception warn that their default initialisation will change:
+    # nothing is initialised on meta.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            with torch.device("meta"):
+                return _construct(arch, num_classes).eval()
+        except NotImplementedError:
+            # RegNet computes its stage widths with tensors and reads them back
+            # (.tolist()), which a meta tensor cannot do: only allocations go to meta.
+            with _AllocationsOnMeta():
+                return _construct(arch, num_classes).eval()
+
+
+class _AllocationsOnMeta(TorchFunctionMode):
+    """Puts tensors made by ``empty``/``zeros``/``ones``/``full`` (parameters and
+    buffers) on ``meta``; other factories (``arange``, ``tensor``) stay on the CPU."""
+
+    _ALLOCATORS = frozenset({torch.empty, torch.zeros, torch.ones, torch.full})
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = dict(kwargs or {})
+        if func in self._ALLOCATORS and kwargs.get("device") is None:
+            kwargs["device"] = "meta"
+        return func(*args, **kwargs)
+
+
 def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -169,8 +208,7 @@ def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 def _classifier_outputs(arch: str, state: Mapping[str, Tensor]) -> int:
     """Outputs of the architecture's last linear layer as stored in ``state``."""
-    with torch.device("meta"):
-        probe = _construct(arch, 1000)
+    probe = construct_on_meta(arch)
     linears = [name for name, module in probe.named_modules() if isinstance(module, nn.Linear)]
     if linears and f"{linears[-1]}.weight" in state:
         return int(state[f"{linears[-1]}.weight"].shape[0])

@@ -1,25 +1,30 @@
 """Which layers to explain, shallow to deep, found from a model's structure.
 
-Each supported architecture names its stage-level modules (the candidates); one
-forward pass of a blank image with hooks keeps those that run exactly once and
-return a feature map, and, at each spatial resolution, the last of them: the
-module whose output the next, coarser stage reads. No weights are needed.
+One probing forward pass of a blank image (on the ``meta`` device where the
+model allows it: no weights are read) keeps, at each resolution, the last
+module that runs exactly once and returns a map, the output the next, coarser
+stage reads (:mod:`._structure` says how branches, transitions and
+transformers are handled). Any model whose layers produce spatial maps gets a
+preset; a few known architectures restrict the candidates where structure
+alone would pick worse layers (:func:`_known_stages`).
 
-Activation modules are never candidates: EfficientNet-Lite's stem and head
-share one ``_swish`` and a torchvision ResNet block calls its ``relu`` several
-times, while Captum keeps only a module's last call.
+Activation modules are never picked when reused: EfficientNet-Lite's stem and
+head share one ``_swish`` and a torchvision ResNet block calls its ``relu``
+several times, while Captum keeps only a module's last call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from ._errors import unknown_name
+from ._structure import probe_model, stage_outputs
+
+#: Layout names of :attr:`LayerPreset.layouts` as the docs' table words them.
+_LAYOUT_WORDS = {"NCHW": "", "NHWC": ", channels-last", "tokens": ", tokens"}
 
 
 @dataclass(frozen=True)
@@ -30,9 +35,18 @@ class LayerPreset:
         architecture (str): The architecture family, e.g. ``"ResNet"``.
         layers (tuple[str, ...]): Qualified module names (as in
             ``model.named_modules()``), shallow to deep.
-        strides (tuple[int, ...]): Input size over map size for each layer.
+        strides (tuple[int, ...]): Input size over map size for each layer (where
+            it does not divide, as a valid convolution's lost border pixels make
+            it, the nearest power of two).
         channels (tuple[int, ...]): Channels of each layer's output.
         input_size (tuple[int, int]): The input (height, width) they were found at.
+        layouts (tuple[str, ...], optional): Each layer's output layout:
+            ``"NCHW"``, ``"NHWC"`` (channels last) or ``"tokens"`` (a
+            transformer's ``(N, prefix + H*W, C)``).
+            Default: all ``"NCHW"``
+        map_sizes (tuple[tuple[int, int], ...], optional): Each layer's
+            ``(height, width)`` at ``input_size``.
+            Default: ``input_size`` divided by the strides
 
     Examples::
 
@@ -40,6 +54,8 @@ class LayerPreset:
         >>> preset = LayerPreset("Net", ("a", "b", "c"), (2, 4, 8), (8, 16, 32), (64, 64))
         >>> preset.shallow, preset.fusion, preset.last, preset.map_size("b")
         ('b', ('b', 'c'), 'c', (16, 16))
+        >>> preset.reshape is None
+        True
     """
 
     architecture: str
@@ -47,6 +63,25 @@ class LayerPreset:
     strides: tuple[int, ...]
     channels: tuple[int, ...]
     input_size: tuple[int, int]
+    layouts: tuple[str, ...] = field(default=())
+    map_sizes: tuple[tuple[int, int], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.layouts:
+            object.__setattr__(self, "layouts", ("NCHW",) * len(self.layers))
+        if not self.map_sizes:
+            height, width = self.input_size
+            sizes = tuple((height // s, width // s) for s in self.strides)
+            object.__setattr__(self, "map_sizes", sizes)
+
+    @property
+    def reshape(self) -> str | None:
+        """``"auto"`` when a layer's output is not ``(N, C, H, W)``, else None.
+
+        The value for the CAM classes' and :class:`~captum_shallow.ShallowCAM`'s
+        ``reshape=``.
+        """
+        return None if set(self.layouts) <= {"NCHW"} else "auto"
 
     @property
     def last(self) -> str:
@@ -79,70 +114,66 @@ class LayerPreset:
         Returns:
             tuple[int, int]: (height, width) of the layer's output.
         """
-        stride = self.strides[self.layers.index(layer)]
-        return self.input_size[0] // stride, self.input_size[1] // stride
+        return self.map_sizes[self.layers.index(layer)]
 
 
 def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = None) -> LayerPreset:
-    """The stage outputs of a supported architecture, shallow to deep.
+    """The stage outputs of any model whose layers produce maps, shallow to deep.
 
-    Supported: EfficientNet-Lite (``_blocks.i``), torchvision ResNet / ResNeXt /
-    Wide ResNet (``layer1`` to ``layer4``), VGG (the max-pool ending each
-    stage), DenseNet (dense blocks and ``norm5``), MobileNetV2/V3, EfficientNet
-    and ConvNeXt (the children of ``features``). Runs one forward pass of zeros
-    under :func:`torch.no_grad` in eval mode on the model's device (the mode is
-    restored); it works on a ``meta``-device model too.
+    One forward pass of a blank image, hooked at every module, keeps per
+    resolution the last module that runs exactly once and returns a map:
+    ``(N, C, H, W)``, channels-last ``(N, H, W, C)`` (Swin) or a transformer's
+    tokens ``(N, prefix + H*W, C)`` (ViT, whose class and register tokens are
+    dropped). Side branches are never picked: every path from input to output
+    must pass the module. A ViT's resolution never changes, so its layers are
+    blocks at four depths instead. The pass runs on the ``meta`` device where
+    the model allows it (no weights read, any dtype), else for real in the
+    model's dtype on its device, under eval mode (the mode is restored).
 
     Args:
-        model (nn.Module): The model.
+        model (nn.Module): The model; its first convolution's ``in_channels``
+            (else 3) sets the image's channels.
         input_size (int or tuple[int, int], optional): The input size to measure
             strides at.
-            Default: ``model.input_image_size`` if set, else 224
+            Default: ``model.input_image_size`` or ``model.image_size`` if set, else 224
 
     Returns:
-        LayerPreset: The layers, their strides and channels.
+        LayerPreset: The layers, their strides, channels, layouts and map sizes.
 
     Raises:
-        ValueError: For an architecture without a preset.
+        ValueError: When no module returns a map (name the layers yourself) or
+            the probing forward pass fails.
 
     Examples::
 
         >>> from captum_shallow.models import build_model, layer_preset
         >>> preset = layer_preset(build_model("resnet18"))
         >>> preset.layers, preset.strides
-        (('layer1', 'layer2', 'layer3', 'layer4'), (4, 8, 16, 32))
+        (('relu', 'layer1', 'layer2', 'layer3', 'layer4'), (2, 4, 8, 16, 32))
     """
-    family, candidates = _candidates(model)
     if input_size is None:
-        input_size = int(getattr(model, "input_image_size", None) or 224)
+        default = getattr(model, "input_image_size", None) or getattr(model, "image_size", None)
+        input_size = int(default) if isinstance(default, int) else 224
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    modules = dict(model.named_modules())
-    calls: dict[str, list[tuple[int, ...]]] = {name: [] for name in candidates}
-    handles = [modules[name].register_forward_hook(_recorder(calls[name])) for name in candidates]
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, *size, device=device))
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    # Keep modules run once that return a feature map, then the last per resolution.
-    once = [(n, calls[n][0]) for n in candidates if len(calls[n]) == 1 and len(calls[n][0]) == 4]
-    kept = [
-        (name, shape)
-        for i, (name, shape) in enumerate(once)
-        if i + 1 == len(once) or once[i + 1][1][2:] != shape[2:]
-    ]
+    size = (int(size[0]), int(size[1]))
+    family, allowed = _known_stages(model)
+    probe = probe_model(model, size)
+    stages = stage_outputs(probe, allowed)
+    if not stages:
+        raise ValueError(
+            f"no layer of {type(model).__name__} runs once per forward pass and returns a "
+            f"spatial map ((N, C, H, W), channels-last or tokens) at a {size[0]}x{size[1]} "
+            "input; name the layers yourself (see model.named_modules())"
+        )
+    layouts = [stage.layout for stage in stages]
     return LayerPreset(
-        architecture=family,
-        layers=tuple(name for name, _ in kept),
-        strides=tuple(size[0] // shape[2] for _, shape in kept),
-        channels=tuple(shape[1] for _, shape in kept),
-        input_size=(size[0], size[1]),
+        architecture=family or type(model).__name__,
+        layers=tuple(stage.name for stage in stages),
+        strides=tuple(probe.stride(stage) for stage in stages),
+        channels=tuple(layout.channels for layout in layouts if layout),
+        input_size=size,
+        layouts=tuple(layout.layout for layout in layouts if layout),
+        map_sizes=tuple(layout.grid for layout in layouts if layout),
     )
 
 
@@ -177,20 +208,7 @@ def resolve_layers(model: nn.Module, names: Sequence[str]) -> list[nn.Module]:
     return [modules[name] for name in names]
 
 
-#: One architecture per supported family, for the docs' layer-choice table.
-DOCUMENTED_ARCHITECTURES: tuple[str, ...] = (
-    "efficientnet-lite0",
-    "resnet50",
-    "vgg16",
-    "densenet121",
-    "mobilenet_v2",
-    "mobilenet_v3_large",
-    "efficientnet_b0",
-    "convnext_tiny",
-)
-
-
-def layer_choice_table(architectures: Sequence[str] = DOCUMENTED_ARCHITECTURES) -> str:
+def layer_choice_table(architectures: Sequence[str] | None = None) -> str:
     """The docs' layer-choice table (Markdown), computed from the presets.
 
     Each architecture is built on the ``meta`` device, so no weights are read or
@@ -198,75 +216,50 @@ def layer_choice_table(architectures: Sequence[str] = DOCUMENTED_ARCHITECTURES) 
 
     Args:
         architectures (Sequence[str], optional): Names for :func:`build_model`.
-            Default: ``DOCUMENTED_ARCHITECTURES``
+            Default: every one of :func:`architectures`
 
     Returns:
         str: One row per architecture: the preset's layers with their map sizes
-        at 224 px, the shallow layer, the fused layers and the last layer.
+        at 224 px (and layout when not ``(N, C, H, W)``), the shallow layer, the
+        fused layers and the last layer.
 
     Examples::
 
         >>> from captum_shallow.models import layer_choice_table
         >>> row = layer_choice_table(["resnet18"]).splitlines()[-1]
         >>> row.split(" | ")[:2]
-        ['| resnet18', '`layer1` (56), `layer2` (28), `layer3` (14), `layer4` (7)']
+        ['| resnet18', '`relu` (112), `layer1` (56), `layer2` (28), `layer3` (14), `layer4` (7)']
     """
-    from ._loading import _construct
+    from ._loading import architectures as all_architectures
+    from ._loading import construct_on_meta
 
     rows = [
         "| architecture | layers, shallow to deep (map size at 224 px) "
         "| shallow | fused by default | Grad-CAM (last) |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for arch in architectures:
-        with torch.device("meta"):
-            model = _construct(arch, 1000)
-        preset = layer_preset(model, 224)
+    for arch in all_architectures() if architectures is None else architectures:
+        preset = layer_preset(construct_on_meta(arch), 224)
         layers = ", ".join(
-            f"`{n}` ({224 // s})" for n, s in zip(preset.layers, preset.strides, strict=True)
+            f"`{name}` ({size[0]}{_LAYOUT_WORDS[layout]})"
+            for name, size, layout in zip(
+                preset.layers, preset.map_sizes, preset.layouts, strict=True
+            )
         )
         fused = ", ".join(f"`{n}`" for n in preset.fusion)
         rows.append(f"| {arch} | {layers} | `{preset.shallow}` | {fused} | `{preset.last}` |")
     return "\n".join(rows)
 
 
-def _candidates(model: nn.Module) -> tuple[str, list[str]]:
-    """The architecture family and its stage-level module names, in forward order."""
+def _known_stages(model: nn.Module) -> tuple[str | None, list[str] | None]:
+    """A known architecture's family and stage modules, where structure alone picks worse.
+
+    EfficientNet-Lite: its stem and head share one ReLU6 module (``_swish``),
+    which therefore runs twice and cannot be hooked, so the last module at
+    stride 32 that runs once is the head's batch norm, *before* its
+    activation; its blocks (``_blocks.i``) are the stage outputs.
+    """
     if type(model).__module__.startswith("efficientnet_lite_pytorch"):
-        return "EfficientNet-Lite", [f"_blocks.{i}" for i in range(len(model._blocks))]  # type: ignore[arg-type]
-    # torchvision's classes, imported only now: importing torchvision.models takes seconds.
-    import torchvision.models as tvm
-    from torchvision.models.densenet import DenseNet
-
-    if isinstance(model, tvm.ResNet):
-        return "ResNet", ["layer1", "layer2", "layer3", "layer4"]
-    if isinstance(model, tvm.VGG):
-        # The max-pools end the stages; the ReLUs before them are in-place.
-        return "VGG", [
-            f"features.{i}"
-            for i, module in enumerate(model.features)
-            if isinstance(module, nn.MaxPool2d)
-        ]
-    if isinstance(model, DenseNet):
-        blocks = [n for n, _ in model.features.named_children() if n.startswith("denseblock")]
-        return "DenseNet", [f"features.{n}" for n in blocks] + ["features.norm5"]
-    families: dict[str, Any] = {
-        "MobileNetV2": tvm.MobileNetV2,
-        "MobileNetV3": tvm.MobileNetV3,
-        "EfficientNet": tvm.EfficientNet,
-        "ConvNeXt": tvm.ConvNeXt,
-    }
-    for family, cls in families.items():
-        if isinstance(model, cls):
-            return family, [f"features.{n}" for n, _ in model.features.named_children()]
-    raise ValueError(
-        f"no layer preset for {type(model).__name__}; name the layers yourself "
-        "(see model.named_modules())"
-    )
-
-
-def _recorder(calls: list[tuple[int, ...]]) -> Any:
-    def hook(module: nn.Module, args: Any, output: Any) -> None:
-        calls.append(tuple(output.shape) if isinstance(output, torch.Tensor) else ())
-
-    return hook
+        blocks = [f"_blocks.{i}" for i in range(len(model._blocks))]  # type: ignore[arg-type]
+        return "EfficientNet-Lite", blocks
+    return None, None

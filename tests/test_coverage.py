@@ -1,0 +1,83 @@
+"""Every torchvision classifier gets layers and a ShallowCAM.
+
+Each architecture of ``torchvision.models.list_models(module=torchvision.models)``
+(the list docs/layers.rst's table is generated from) is built with random
+weights and explained once at a small input with :meth:`ShallowCAM.from_model`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from captum_shallow import ShallowCAM
+from captum_shallow.models import architectures, layer_preset
+
+ARCHITECTURES = torchvision.models.list_models(module=torchvision.models)
+
+#: Not built here: too slow on CI's two CPU cores; a smaller member covers each family.
+SKIPPED = {
+    "regnet_y_128gf": "645M parameters: 2.6 GB and about 15 s to build and explain on two "
+    "CPU cores (regnet_y_32gf covers RegNet)",
+    "vit_h_14": "632M parameters: 2.5 GB and about 15 s to build and explain on two CPU "
+    "cores (vit_l_16 covers ViT)",
+}
+
+#: Over 100M parameters: seconds to initialise each on two CPU cores.
+SLOW = {
+    "convnext_large",
+    "efficientnet_v2_l",
+    "regnet_x_32gf",
+    "regnet_y_32gf",
+    "vit_l_16",
+    "vit_l_32",
+    "wide_resnet101_2",
+    *(f"vgg{depth}{bn}" for depth in (11, 13, 16, 19) for bn in ("", "_bn")),
+}
+
+#: 64 px unless the architecture needs more: MaxViT's 7 x 7 partitions need 224,
+#: Inception's valid convolutions 75 or more.
+INPUT_SIZES = {"maxvit_t": 224, "inception_v3": 96}
+
+
+def _marks(arch: str) -> list[pytest.MarkDecorator]:
+    if arch in SKIPPED:
+        return [pytest.mark.skip(reason=f"{arch}: {SKIPPED[arch]}")]
+    return [pytest.mark.slow] if arch in SLOW else []
+
+
+def test_the_lists_name_real_architectures() -> None:
+    assert set(SKIPPED) | SLOW | set(INPUT_SIZES) <= set(ARCHITECTURES)
+    assert set(ARCHITECTURES) <= set(architectures())  # the docs' table covers them all
+    assert len(ARCHITECTURES) >= 80
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=_marks(a)) for a in ARCHITECTURES])
+def test_every_torchvision_classifier_gets_layers_and_a_map(arch: str) -> None:
+    size = INPUT_SIZES.get(arch, 64)
+    # A ViT's size is fixed at construction; torchvision builds it for 224 by default.
+    kwargs = {"image_size": size} if arch.startswith("vit_") else {}
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=10, **kwargs)
+    head = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    nn.init.normal_(head.weight, std=0.05)  # ViTs start their head at zero: no gradient
+    model.eval()
+
+    cam = ShallowCAM.from_model(model, size)
+    preset = layer_preset(model, size)
+    names = {id(module): name for name, module in model.named_modules()}
+    assert [names[id(layer)] for layer in cam.layers] == list(preset.fusion)
+    assert cam.reshape == preset.reshape
+    inputs = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    fused, maps = cam.attribute(inputs, target=3, return_layer_maps=True)
+
+    # Each layer's map has the size the preset measured, so its strides are right.
+    assert [tuple(m.shape[-2:]) for m in maps] == [preset.map_size(n) for n in preset.fusion]
+    assert all(bool(m.isfinite().all()) and float(m.min()) >= 0 for m in maps)
+    assert any(float(m.max()) > 0 for m in maps)  # the gradient reaches the layers
+    assert fused.shape == (1, 1, *preset.map_size(preset.shallow))
+    assert bool(fused.isfinite().all())
+    assert 0 <= float(fused.min()) <= float(fused.max()) <= 1
