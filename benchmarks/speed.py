@@ -8,6 +8,8 @@ medians and the ratios the project promises (EVALUATION.md):
   (the floor: one forward and the backward down to that block), target <= 1.10;
 - ShallowCAM over 4 blocks / ShallowCAM over the shallowest block alone,
   target <= 1.3;
+- ShallowCAM with propagation gates (``propagation="positive"``, at its default
+  gates and at every ReLU call) / ShallowCAM without, target <= 1.05;
 - ours / pytorch-grad-cam's LayerCAM and torchcam's LayerCAM + fuse_cams over
   the same 4 blocks.
 
@@ -38,6 +40,10 @@ from captum_shallow import DEFAULT_TRUNCATION
 
 SHALLOW_BLOCK = 2  # 56 x 56 at 224 px: the preset's shallow block
 FUSED_BLOCKS = (2, 4, 10, 15)  # 56, 28, 14 and 7 px: ShallowCAM.from_model's blocks
+PROPAGATION_ROWS = {
+    gates: f"ours ShallowCAM, 4 blocks, propagation positive at gates {gates!r}"
+    for gates in ("layers", "relu")
+}
 
 
 def build_methods(
@@ -66,6 +72,12 @@ def build_methods(
         "ours ShallowCAM, 4 blocks": lambda: ShallowCAM(model, fused).attribute(
             inputs, target=target
         ),
+        PROPAGATION_ROWS["layers"]: lambda: ShallowCAM(
+            model, fused, propagation="positive"
+        ).attribute(inputs, target=target),
+        PROPAGATION_ROWS["relu"]: lambda: ShallowCAM(
+            model, fused, propagation="positive", gates="relu"
+        ).attribute(inputs, target=target),
     }
     try:
         from pytorch_grad_cam import LayerCAM as PGCLayerCAM
@@ -225,6 +237,11 @@ def main() -> None:
         f"{ours / floor:.3f} (target <= 1.10)"
     )
     print(f"ShallowCAM 4 blocks / 1 block: {fused / single:.3f} (target <= 1.3)")
+    for gates, name in PROPAGATION_ROWS.items():
+        print(
+            f"ShallowCAM 4 blocks, propagation positive at gates {gates!r} / without: "
+            f"{medians[name] / fused:.3f} (target <= 1.05)"
+        )
     for peer in ("pytorch-grad-cam LayerCAM, 4 blocks", "torchcam LayerCAM + fuse_cams, 4 blocks"):
         if peer in medians:
             print(f"ShallowCAM 4 blocks / {peer}: {fused / medians[peer]:.3f}")

@@ -200,6 +200,16 @@ def test_gates_that_only_see_positive_gradients_change_nothing(images: Tensor) -
             torch.testing.assert_close(gated_map, plain_map, rtol=0, atol=0)
 
 
+def test_gates_below_the_only_layer_change_nothing(images: Tensor) -> None:
+    net = _chain_net()
+    plain = LayerHiResCam(net, net[1]).attribute(images, target=TARGET)
+    for gates in ("relu-below", [net[0]]):
+        gated = LayerHiResCam(net, net[1], propagation="positive", gates=gates)
+        torch.testing.assert_close(gated.attribute(images, target=TARGET), plain, rtol=0, atol=0)
+    above = LayerHiResCam(net, net[1], propagation="positive", gates="relu")
+    assert not torch.allclose(above.attribute(images, target=TARGET), plain)
+
+
 def test_relu_gates_every_call_of_a_reused_activation(
     images: Tensor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

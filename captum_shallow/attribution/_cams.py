@@ -94,8 +94,11 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
                         ``propagation`` acts: modules of the model, gated at
                         each of their calls; ``"relu"``, the output of every
                         call of every ReLU-family module; or ``"relu-below"``,
-                        those calls made before the layer returns. The layer
-                        reads its gradient before its own gate's truncation.
+                        those calls made before the layer returns (all of them
+                        below it, so on one layer it changes nothing; it
+                        matters in :class:`~captum_shallow.ShallowCAM`). A gate changes only
+                        what lies below it, and the layer reads its gradient
+                        before its own gate's truncation.
                         Default: None
             reshape (str or Callable, optional): How to read the layer's
                         output as ``(N, C, H, W)``: ``"auto"`` turns a

@@ -242,20 +242,26 @@ class _GatedRun:
         elif isinstance(gates, str):
             below = gates == "relu-below"
             for module in relu_modules(self.forward_func, gates):
-                self.handles.append(
-                    module.register_forward_hook(partial(self._gate_relu, below=below))
-                )
+                hook = partial(self._gate_relu, module, below=below)
+                self.handles.append(module.register_forward_hook(hook))
         else:
             self.explicit = gates
             for module in gates:
-                self.handles.append(module.register_forward_hook(self._gate_module))
+                self.handles.append(
+                    module.register_forward_hook(partial(self._gate_module, module))
+                )
         # After the gates: a gate on a layer's output must sit upstream of its alias.
+        # Each hook is bound to the model's own module: DataParallel calls it with a replica.
         for layer in self.layers:
             if attribute_to_layer_input:
-                self.handles.append(layer.register_forward_pre_hook(self._alias_inputs))
-                self.handles.append(layer.register_forward_hook(self._layer_returned))
+                self.handles.append(layer.register_forward_pre_hook(_alias_inputs))
+                self.handles.append(
+                    layer.register_forward_hook(partial(self._layer_returned, layer))
+                )
             else:
-                self.handles.append(layer.register_forward_hook(self._layer_returned_alias))
+                self.handles.append(
+                    layer.register_forward_hook(partial(self._layer_returned_alias, layer))
+                )
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -291,24 +297,27 @@ class _GatedRun:
                 f"propagation gate {layer_name(self.forward_func, module)!r}: {error}"
             ) from None
 
-    def _gate_module(self, module: Module, args: Any, output: Any) -> None:
-        self.calls[id(module)] += 1
-        self._gate(module, output)
+    def _gate_module(self, gate: Module, module: Module, args: Any, output: Any) -> None:
+        self.calls[id(gate)] += 1
+        self._gate(gate, output)
 
-    def _gate_relu(self, module: Module, args: Any, output: Any, *, below: bool) -> None:
+    def _gate_relu(
+        self, gate: Module, module: Module, args: Any, output: Any, *, below: bool
+    ) -> None:
         if below and len(self.returned[_first_tensor_device(output)]) == len(self.layers):
             return  # the head, after the deepest hooked layer returned
-        self._gate(module, output)
+        self._gate(gate, output)
 
-    def _layer_returned(self, module: Module, args: Any, output: Any) -> None:
+    def _layer_returned(self, layer: Module, module: Module, args: Any, output: Any) -> None:
         returned = self.returned[_first_tensor_device(output)]
         if self.gate_layers and returned:
-            self._gate(module, output)  # deeper than the shallowest, which returned first
-        returned.add(id(module))
+            self._gate(layer, output)  # deeper than the shallowest, which returned first
+        returned.add(id(layer))
 
-    def _layer_returned_alias(self, module: Module, args: Any, output: Any) -> Any:
-        self._layer_returned(module, args, output)
+    def _layer_returned_alias(self, layer: Module, module: Module, args: Any, output: Any) -> Any:
+        self._layer_returned(layer, module, args, output)
         return _alias(output)
 
-    def _alias_inputs(self, module: Module, args: Any) -> Any:
-        return _alias(args)
+
+def _alias_inputs(module: Module, args: Any) -> Any:
+    return _alias(args)

@@ -88,8 +88,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         truncation (GradientTruncation, sequence or None, optional): One
             truncation for all layers, one per layer, or None to turn the
             denoiser off.
-            Default: the task's (:attr:`TaskDefaults.truncation
-            <captum_shallow.TaskDefaults>`)
+            Default: the task's (:func:`~captum_shallow.task_defaults`)
         fusion (str, optional): ``"max"``, ``"mean"``, ``"product"`` or
             ``"geometric"``.
             Default: the task's

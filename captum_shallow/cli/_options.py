@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import torch
 from torch import nn
 
 import captum_shallow
 from captum_shallow import GradientTruncation
-from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION
+from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION, Fusion
 from captum_shallow.models import (
     architectures,
     available_models,
@@ -138,7 +138,7 @@ def add_cam_options(parser: argparse.ArgumentParser, default_layers: str = "fusi
     group.add_argument(
         "--fusion",
         default=DEFAULT_FUSION,
-        choices=["max", "mean", "product"],
+        choices=list(get_args(Fusion)),
         help=f"how layer maps are fused (default: {DEFAULT_FUSION})",
     )
 
