@@ -745,6 +745,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument("--del-cases", type=int, default=24)
     parser.add_argument("--dump", default=None, help="write every score to this JSON file")
+    parser.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        help="scores of sets run before (a --dump file of this script); repeatable",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -760,6 +766,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     configs = build_configs(args.quick)
     scores = Scores()
+    for path in args.load:
+        loaded = json.loads(Path(path).read_text())
+        for dataset, values in loaded["values"].items():
+            scores.values[dataset] = values
+            log(f"{dataset}: scores loaded from {path}")
+        scores.curves.update(loaded["curves"])
+        scores.info.update(loaded.get("info", {}))
+        scores.thresholds = loaded["thresholds"] or scores.thresholds
     grids: dict[str, dict[str, Any]] = {}
     for dataset in args.sets.split(","):
         if dataset.startswith("wsss-"):
@@ -772,8 +786,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             parser.error(f"unknown set {dataset!r}")
     choice = choose(scores, configs)
-    if "grid-lite0" in grids and "note" not in choice:
-        faithfulness(args, grids["grid-lite0"], finalists(choice), scores, log)
+    if "grid-lite0" in scores.values and "note" not in choice and args.del_cases > 0:
+        data = grids.get("grid-lite0")
+        if data is None:  # scores loaded: rebuild the set and its baselines only
+            data = grid_set("grid-lite0", torch.device(args.device), args.quick)
+            data["layers"] = resolve_layers(data["model"], data["names"])
+            shape = tuple(data["images"].shape[1:])
+            data["baselines"] = baseline_fns(data["model"], data["names"], shape)  # type: ignore[arg-type]
+        faithfulness(args, data, finalists(choice), scores, log)
     for section in report(scores, configs, choice):
         print("\n" + section)
     for dataset, info in scores.info.items():
