@@ -353,10 +353,19 @@ def test_subcommands_register_through_one_list(capsys: pytest.CaptureFixture[str
     for module in SUBCOMMANDS:
         assert subparsers.choices[module.NAME].get_default("handler") is module.run
     args = parser.parse_args(["explain", "a.png", "--layers", "all"])
-    assert (args.method, args.fusion, args.target, args.truncation) == (
+    # Map options left out stay None: the task's defaults fill them in ShallowCAM.
+    assert (args.method, args.task, args.fusion, args.target, args.truncation) == (
         "layercam",
-        "product",
+        "localisation",
+        None,
         "auto",
+        None,
+    )
+    masks = parser.parse_args(["pseudo-masks", "--dataset", "folder", "--root", "r", "--out", "o"])
+    assert (masks.task, masks.threshold, masks.propagation, masks.gates) == (
+        "segmentation",
+        None,
+        None,
         None,
     )
     assert main(["--version"]) == 0

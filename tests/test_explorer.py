@@ -100,6 +100,7 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
         "propagation": "none",
         "input": "60×60 px",
         "fusion": "product",
+        "task": "localisation",
     }
     assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.15)
     assert data["colormap"]["name"] == "inferno"

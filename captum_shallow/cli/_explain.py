@@ -18,7 +18,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from captum_shallow import ShallowCAM
 from captum_shallow.models import preprocess, read_image
 from captum_shallow.visualization import (
     ExplainedImage,
@@ -34,12 +33,11 @@ from ._files import make_folder, write_arrays, write_figure
 from ._options import (
     add_cam_options,
     add_model_options,
-    cam_method,
+    build_shallowcam,
     describe_truncation,
     load_model_from_args,
     one_line,
     parse_target,
-    parse_truncation,
     positive_int,
     resolve_layer_spec,
 )
@@ -116,27 +114,16 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         int: 0.
     """
-    method = cam_method(args.method)
-    truncation = parse_truncation(args.truncation)
     for path in args.images:  # fail before writing anything
         _read(path)
     loaded = load_model_from_args(args)
     target = parse_target(args.target, loaded.classes)
     names, layers = resolve_layer_spec(loaded.model, args.layers)
-    try:
-        cam = ShallowCAM(
-            loaded.model,
-            layers,
-            method=method,
-            truncation=truncation,
-            fusion=args.fusion,
-            reshape="auto",  # tokens and channels-last maps to grids; CNN maps as they are
-        )
-    except (ValueError, TypeError) as error:
-        raise CLIError(one_line(error)) from None
+    cam = build_shallowcam(args, loaded.model, layers)
     stems = _output_stems(args.images)
     scaling = display_scaling(cam.fusion, len(layers))
-    truncated = describe_truncation(truncation)
+    method = cam.method
+    truncated = describe_truncation(cam.truncations[0])
     explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1

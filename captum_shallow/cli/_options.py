@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 import captum_shallow
-from captum_shallow import GradientTruncation
-from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, DEFAULT_FUSION, Fusion
+from captum_shallow import GradientTruncation, ShallowCAM, task_defaults
+from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, Fusion
+from captum_shallow.attribution._defaults import TASKS
 from captum_shallow.models import (
     architectures,
     available_models,
@@ -107,13 +108,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
-def add_cam_options(parser: argparse.ArgumentParser, default_layers: str = "fusion") -> None:
-    """Add ``--method``, ``--layers``, ``--truncation`` and ``--fusion``.
+def add_cam_options(
+    parser: argparse.ArgumentParser, default_layers: str = "fusion", task: str = "localisation"
+) -> None:
+    """Add ``--method``, ``--layers``, ``--task``, ``--truncation``, ``--fusion``,
+    ``--propagation`` and ``--gates``.
+
+    The last four default to the task's values (:func:`captum_shallow.task_defaults`);
+    a value given on the command line wins.
 
     Args:
         parser (argparse.ArgumentParser): The subcommand's parser.
         default_layers (str, optional): The ``--layers`` default.
             Default: ``"fusion"``
+        task (str, optional): The ``--task`` default.
+            Default: ``"localisation"``
     """
     group = parser.add_argument_group("map")
     group.add_argument(
@@ -129,18 +138,113 @@ def add_cam_options(parser: argparse.ArgumentParser, default_layers: str = "fusi
         help="comma-separated module names (as in model.named_modules()) or a preset: "
         f"{', '.join(LAYER_KEYWORDS)} (default: {default_layers})",
     )
+    defaults = task_defaults(task)
+    group.add_argument(
+        "--task",
+        default=task,
+        choices=list(TASKS),
+        help="whose measured defaults fill the four options below: localisation (a map "
+        f"to look at) or segmentation (a map for pseudo-masks) (default: {task})",
+    )
     group.add_argument(
         "--truncation",
         metavar="SPEC",
         help="gradient truncation of every layer, e.g. soft:quantile=0.9, "
-        "hard:fraction=0.5, or none (default: ShallowCAM's, none)",
+        f"hard:fraction=0.5, or none (default: the task's; {task}: "
+        f"{defaults.truncation or 'none'})",
     )
     group.add_argument(
         "--fusion",
-        default=DEFAULT_FUSION,
         choices=list(get_args(Fusion)),
-        help=f"how layer maps are fused (default: {DEFAULT_FUSION})",
+        help=f"how layer maps are fused (default: the task's; {task}: {defaults.fusion})",
     )
+    group.add_argument(
+        "--propagation",
+        metavar="SPEC",
+        help="truncation of the gradient while it propagates through the gates: positive, "
+        f"a truncation spec, or none (default: the task's; {task}: "
+        f"{defaults.propagation or 'none'})",
+    )
+    group.add_argument(
+        "--gates",
+        choices=["layers", "relu", "relu-below"],
+        help="where --propagation acts: the fused layers deeper than the shallowest, every "
+        "ReLU-family call, or those below the deepest layer (default: the task's; "
+        f"{task}: {defaults.gates})",
+    )
+
+
+def build_shallowcam(
+    args: argparse.Namespace, model: nn.Module, layers: Sequence[nn.Module]
+) -> ShallowCAM:
+    """The :class:`ShallowCAM` the options describe: the task's defaults, overridden by
+    every option given.
+
+    Args:
+        args (argparse.Namespace): Parsed options of :func:`add_cam_options`.
+        model (torch.nn.Module): The model.
+        layers (sequence of torch.nn.Module): The layers to fuse.
+
+    Returns:
+        ShallowCAM: the explainer (``reshape="auto"``: tokens and channels-last maps
+        become grids; CNN maps stay as they are).
+
+    Raises:
+        CLIError: For an invalid option or a combination ShallowCAM refuses.
+    """
+    given: dict[str, object] = {}
+    if args.truncation is not None:
+        given["truncation"] = parse_truncation(args.truncation)
+    if args.fusion is not None:
+        given["fusion"] = args.fusion
+    if args.propagation is not None:
+        given["propagation"] = parse_propagation(args.propagation)
+    if args.gates is not None:
+        given["gates"] = args.gates
+    try:
+        return ShallowCAM(
+            model,
+            list(layers),
+            method=cam_method(args.method),
+            task=args.task,
+            reshape="auto",
+            **given,  # type: ignore[arg-type]
+        )
+    except (ValueError, TypeError) as error:
+        raise CLIError(one_line(error)) from None
+
+
+def parse_propagation(spec: str) -> GradientTruncation | str | None:
+    """The propagation a ``--propagation`` value names: ``positive``, ``none`` or a
+    truncation spec.
+
+    Args:
+        spec (str): E.g. ``"positive"``, ``"soft:quantile=0.5"`` or ``"none"``.
+
+    Returns:
+        GradientTruncation, str or None: ``"positive"``, the truncation, or None.
+
+    Raises:
+        CLIError: For an invalid spec.
+    """
+    if spec.strip().lower() == "positive":
+        return "positive"
+    try:
+        return GradientTruncation.parse(spec)
+    except ValueError as error:
+        raise CLIError(f"invalid --propagation {spec!r}: {one_line(error)}") from None
+
+
+def describe_cam(cam: ShallowCAM) -> dict[str, object]:
+    """The settings a ShallowCAM runs with, as plain values (manifests, captions)."""
+    gates = cam.gates
+    return {
+        "task": cam.task,
+        "truncation": [str(t) if t is not None else None for t in cam.truncations],
+        "fusion": cam.fusion,
+        "propagation": None if cam.propagation is None else str(cam.propagation),
+        "gates": gates if gates is None or isinstance(gates, str) else len(list(gates)),
+    }
 
 
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:

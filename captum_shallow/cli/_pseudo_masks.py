@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from captum_shallow import ShallowCAM, __version__
+from captum_shallow import ShallowCAM, __version__, task_defaults
 from captum_shallow._atomic import FolderLockedError, folder_lock, remove_temporaries
 from captum_shallow.segmentation._irn import IRN_THRESHOLD
 from captum_shallow.segmentation._mask_files import MaskJob, folder_jobs, voc_jobs
@@ -45,11 +45,11 @@ from ._files import atomic_write, make_folder
 from ._options import (
     add_cam_options,
     add_model_options,
-    cam_method,
+    build_shallowcam,
+    describe_cam,
     load_model_from_args,
     one_line,
     parse_device,
-    parse_truncation,
     positive_int,
     resolve_layer_spec,
 )
@@ -107,14 +107,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "(default: ROOT/classes.txt); voc: VOC's 20",
     )
     add_model_options(parser)
-    add_cam_options(parser)
+    add_cam_options(parser, task="segmentation")
     masks = parser.add_argument_group("masks")
     masks.add_argument(
         "--threshold",
         type=_unit_float,
-        default=IRN_THRESHOLD,
+        default=None,
         metavar="T",
-        help=f"background score in [0, 1] (default: {IRN_THRESHOLD}, IRN's)",
+        help="background score in [0, 1] (default: the task's, measured with its maps; "
+        f"segmentation: {task_defaults('segmentation').threshold}; IRN's is {IRN_THRESHOLD})",
     )
     masks.add_argument("--crf", action="store_true", help="refine with a dense CRF (pydensecrf)")
     masks.add_argument(
@@ -166,8 +167,6 @@ def run(args: argparse.Namespace) -> int:
         CLIError: For a user error, and when a full disk stops the run (after
             ``failures.txt`` and the manifest record it).
     """
-    method = cam_method(args.method)
-    truncation = parse_truncation(args.truncation)
     _check_out_outside_root(args.out, args.root)
     jobs, classes = _list_jobs(args)
     if len(classes) > 254:
@@ -190,21 +189,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{len(classes)} classes ({classes[0]}, ...)"
             )
         names, layers = resolve_layer_spec(loaded.model, args.layers)
-        try:
-            cam = ShallowCAM(
-                loaded.model,
-                layers,
-                method=method,
-                truncation=truncation,
-                fusion=args.fusion,
-                reshape="auto",  # tokens and channels-last maps to grids; CNN maps as they are
-            )
-        except (ValueError, TypeError) as error:
-            raise CLIError(one_line(error)) from None
+        cam = build_shallowcam(args, loaded.model, layers)
+        if args.threshold is None:
+            args.threshold = task_defaults(args.task).threshold
         out = make_folder(args.out)
         if rank == 0:
             _take_lock(held, out)
-        config = _config(args, loaded.name, loaded.input_size, names, str(truncation), classes)
+        config = _config(args, loaded.name, loaded.input_size, names, cam, classes)
         previous = _read_manifest(out)
         if previous is not None and previous["config"] != config:
             changed = sorted(
@@ -343,7 +334,7 @@ def _config(
     model: str,
     input_size: int,
     layers: list[str],
-    truncation: str,
+    cam: ShallowCAM,
     classes: tuple[str, ...],
 ) -> dict[str, Any]:
     """Everything the masks depend on; a resume must match it (the labels by content)."""
@@ -361,8 +352,7 @@ def _config(
         "input_size": input_size,
         "method": args.method,
         "layers": layers,
-        "truncation": truncation,
-        "fusion": args.fusion,
+        **describe_cam(cam),
         "threshold": args.threshold,
         "crf": args.crf,
         "save_cams": args.save_cams,
