@@ -164,11 +164,15 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
         "truncation": "stage1: soft:quantile=0.9; stage3: none",
         "propagation": "none",
         "fusion": "product, each layer map scaled by tanh(2·M)",
+        "task": "localisation",
     }
-    # Settings other branches add to ShallowCAM appear when the explainer has them.
-    cam.propagation = "positive"  # type: ignore[attr-defined]
-    cam.gates = [net.stage3]  # type: ignore[attr-defined]
-    cam.task = "segmentation"  # type: ignore[attr-defined]
+    cam = ShallowCAM(
+        net,
+        [net.stage1, net.stage3],
+        propagation="positive",
+        gates=[net.stage3],
+        task="segmentation",
+    )
     settings = cam_settings(cam, "net", 60)
     assert (settings["propagation"], settings["gates"], settings["task"]) == (
         "positive",
