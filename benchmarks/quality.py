@@ -409,16 +409,12 @@ def _constant(maps: Tensor) -> CamFn:
 
 
 def wsss_layers(model: nn.Module) -> list[str]:
-    """The fused layers of a WSSS model: the shapes CNN's stages 2-4, or the preset's."""
-    stages = getattr(model, "named_stages", None)
-    if callable(stages):
-        stage_modules = list(stages().values())
-        named = {id(m): n for n, m in model.named_modules()}
-        names = [named[id(m)] for m in stage_modules]
-        if len(names) == 4 and "stages.0" in names:  # the 64 px shapes CNN
-            return names[1:]
-        return names
-    return list(layer_preset(model).fusion)
+    """The fused layers of a WSSS classifier: its named stages but the stem-most one
+    (the shapes CNN: stages 2-4; the composite Lite0: blocks 2, 4, 10, 15, as
+    ``LayerPreset.fusion`` picks on Lite0)."""
+    stages = model.named_stages()  # type: ignore[operator]
+    named = {id(m): n for n, m in model.named_modules()}
+    return [named[id(m)] for m in stages.values()][1:]
 
 
 def evaluate_wsss(

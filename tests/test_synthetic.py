@@ -163,7 +163,7 @@ def test_tiny_benchmark_runs_end_to_end(trained: TrainedClassifier) -> None:
             return gradcam.attribute(x, target=t, relu_attributions=True)
 
         result = evaluate_cams(cam_fn, [batch], len(SYNTHETIC_CLASSES) + 1)
-        assert result.miou.shape == (61,)
+        assert result.miou.shape == (96,)
         assert 0.0 <= result.miou.min() <= result.best_miou <= 1.0
         # A higher background threshold can only turn foreground into background.
         assert result.iou[0, 0] <= result.iou[-1, 0]

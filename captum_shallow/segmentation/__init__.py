@@ -6,6 +6,12 @@ The metrics these use (confusion matrix, IoU) are in
 :mod:`captum_shallow.evaluation`.
 """
 
+from ._composite import (
+    COMPOSITE_CLASSES,
+    CompositeClassifier,
+    CompositeConfig,
+    FineTuneConfig,
+)
 from ._irn import (
     DEFAULT_THRESHOLDS,
     IRN_THRESHOLD,
@@ -33,10 +39,14 @@ from ._synthetic import (
 from ._voc import VOC_CLASSES, VOCWeakSegmentation
 
 __all__ = [
+    "COMPOSITE_CLASSES",
     "DEFAULT_THRESHOLDS",
     "IRN_THRESHOLD",
     "SYNTHETIC_CLASSES",
     "VOC_CLASSES",
+    "CompositeClassifier",
+    "CompositeConfig",
+    "FineTuneConfig",
     "SweepResult",
     "SyntheticClassifier",
     "SyntheticConfig",

@@ -1,6 +1,12 @@
-r"""A synthetic WSSS benchmark with exact masks that runs offline on a CPU.
+r"""Synthetic WSSS benchmarks with exact masks that run offline on a CPU.
 
-Scenes: one to three non-overlapping objects of distinct classes on a crop of a
+This module holds the ``shapes`` set and what both sets share: the split, the
+training loop, the metrics and the cache. The ``composite`` set (real
+silhouettes, a pretrained EfficientNet-Lite0) is in ``_composite``; each set's
+configuration classes say how to draw a scene and build a classifier, so
+:func:`make_synthetic_split` and :func:`load_or_train_classifier` serve both.
+
+The shapes set's scenes: one to three non-overlapping objects of distinct classes on a crop of a
 real photo. The class of an object is its *shape* (disk, square, triangle,
 cross, ring); its texture is a crop of another real photo, drawn at random and
 independent of the class, so a classifier has to learn shapes, not colours.
@@ -31,11 +37,17 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .._atomic import atomic_write
+
+if TYPE_CHECKING:
+    from ._composite import CompositeClassifier, CompositeConfig, FineTuneConfig
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -94,6 +106,11 @@ class SyntheticConfig:
     max_object_size: int = 30
     seed: int = 0
 
+    #: The class names, in label order.
+    classes: ClassVar[tuple[str, ...]] = SYNTHETIC_CLASSES
+    _cache_folder: ClassVar[str] = "synthetic"
+    _version: ClassVar[str] = _VERSION
+
     def __post_init__(self) -> None:
         if not 1 <= self.max_objects <= len(SYNTHETIC_CLASSES):
             raise ValueError(f"max_objects must be in 1..{len(SYNTHETIC_CLASSES)}")
@@ -101,6 +118,12 @@ class SyntheticConfig:
             raise ValueError("need 4 <= min_object_size <= max_object_size <= image_size")
         if self.num_train < 1 or self.num_test < 1:
             raise ValueError("num_train and num_test must be positive")
+
+    def _draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return _scene(self, rng)
+
+    def _default_training(self) -> TrainConfig:
+        return TrainConfig()
 
 
 @dataclass(frozen=True)
@@ -131,22 +154,35 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
 
+    _data: ClassVar[type] = SyntheticConfig
+
+    def _build(self, num_classes: int, pretrained: bool) -> SyntheticClassifier:
+        return SyntheticClassifier(num_classes, width=self.width)
+
+    def _fit(self, model: nn.Module, data: SyntheticSplit, verbose: bool) -> None:
+        _train(model, data.images, data.labels, self, verbose, augment=True)
+
 
 # ------------------------------------------------------------------------ the scenes
 
 
-@cache
-def _photo(name: str) -> np.ndarray:
-    """A scikit-image photo as float32 RGB in [0, 1], downscaled 2x (antialiased)."""
+def _skimage_data() -> Any:
+    """``skimage.data``, or an error that names the extra to install."""
     try:
         import skimage.data
     except ImportError as error:
         from ..models._errors import MissingDependencyError
 
         raise MissingDependencyError(
-            'the synthetic benchmark needs scikit-image: pip install "captum-shallow[demo]"'
+            'the synthetic benchmarks need scikit-image: pip install "captum-shallow[demo]"'
         ) from error
-    image = getattr(skimage.data, name)()
+    return skimage.data
+
+
+@cache
+def _photo(name: str) -> np.ndarray:
+    """A scikit-image photo as float32 RGB in [0, 1], downscaled 2x (antialiased)."""
+    image = getattr(_skimage_data(), name)()
     if isinstance(image, tuple):  # stereo_motorcycle returns (left, right, disparity)
         image = image[0]
     array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
@@ -166,6 +202,14 @@ def _crop(rng: np.random.Generator, photo: np.ndarray, size: int) -> np.ndarray:
     x = int(rng.integers(0, photo.shape[1] - size + 1))
     patch = photo[y : y + size, x : x + size]
     return patch[:, ::-1] if rng.random() < 0.5 else patch
+
+
+def _background(rng: np.random.Generator, names: tuple[str, ...], side: int) -> np.ndarray:
+    """A ``(side, side, 3)`` crop of one of the photos ``names``, maybe tinted."""
+    image = _crop(rng, _photo(names[int(rng.integers(len(names)))]), side).copy()
+    if rng.random() < 0.5:  # grey photos get a colour cast, colour ones a gain
+        image *= rng.uniform(0.6, 1.0, size=3).astype(np.float32)
+    return image
 
 
 def _shape_mask(kind: int, size: int, angle: float) -> np.ndarray:
@@ -197,10 +241,7 @@ def _shape_mask(kind: int, size: int, angle: float) -> np.ndarray:
 def _scene(config: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One ``(S, S, 3)`` float image and its ``(S, S)`` uint8 mask."""
     side = config.image_size
-    background = _photo(_BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))])
-    image = _crop(rng, background, side).copy()
-    if rng.random() < 0.5:  # grey photos get a colour cast, colour ones a gain
-        image *= rng.uniform(0.6, 1.0, size=3).astype(np.float32)
+    image = _background(rng, _BACKGROUNDS, side)
     mask = np.zeros((side, side), dtype=np.uint8)
     count = int(rng.integers(1, config.max_objects + 1))
     classes = rng.permutation(len(SYNTHETIC_CLASSES))[:count]
@@ -229,7 +270,7 @@ def _scene(config: SyntheticConfig, rng: np.random.Generator) -> tuple[np.ndarra
 
 @dataclass(frozen=True)
 class SyntheticSplit:
-    """A split of the synthetic set, as tensors.
+    """A split of a synthetic set (shapes or composite), as tensors.
 
     Attributes:
         images (Tensor): ``(N, 3, S, S)`` float RGB in :math:`[0, 1]`.
@@ -258,16 +299,18 @@ class SyntheticSplit:
             yield self.images[start:end], self.labels[start:end], self.masks[start:end]
 
 
-def make_synthetic_split(config: SyntheticConfig, split: str) -> SyntheticSplit:
-    r"""Draw the ``"train"`` or ``"test"`` split of the synthetic WSSS set.
+def make_synthetic_split(config: SyntheticConfig | CompositeConfig, split: str) -> SyntheticSplit:
+    r"""Draw the ``"train"`` or ``"test"`` split of a synthetic WSSS set.
 
     Image :math:`i` of a split is drawn from its own generator seeded by
     ``(config.seed, split, i)``, so it does not depend on the other images.
-    The labels are read off the mask (a class whose object could not be placed
-    is absent from both).
+    The labels are read off the mask (a class whose object could not be placed,
+    or that later objects hid, is absent from both).
 
     Args:
-        config (SyntheticConfig): the generator's configuration.
+        config (SyntheticConfig or CompositeConfig): the set and its generator's
+            configuration: :class:`SyntheticConfig` draws the shapes set,
+            :class:`CompositeConfig` the composite set.
         split (str): ``"train"`` or ``"test"``.
 
     Returns:
@@ -282,6 +325,10 @@ def make_synthetic_split(config: SyntheticConfig, split: str) -> SyntheticSplit:
         >>> bool((data.labels.sum(1) >= 1).all())
         True
     """
+    if not hasattr(config, "_draw"):
+        raise TypeError(
+            f"config must be a SyntheticConfig or a CompositeConfig, got {type(config).__name__}"
+        )
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     count = config.num_train if split == "train" else config.num_test
@@ -289,12 +336,12 @@ def make_synthetic_split(config: SyntheticConfig, split: str) -> SyntheticSplit:
     images, masks = [], []
     for index in range(count):
         rng = np.random.default_rng([config.seed, split_id, index])
-        image, mask = _scene(config, rng)
+        image, mask = config._draw(rng)
         images.append(image)
         masks.append(mask)
     image_tensor = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
     mask_tensor = torch.from_numpy(np.stack(masks)).long()
-    present = F.one_hot(mask_tensor.flatten(1), len(SYNTHETIC_CLASSES) + 1).amax(dim=1)
+    present = F.one_hot(mask_tensor.flatten(1), len(config.classes) + 1).amax(dim=1)
     return SyntheticSplit(image_tensor, present[:, 1:].float(), mask_tensor)
 
 
@@ -421,37 +468,49 @@ def _deterministic(threads: int) -> Iterator[None]:
 
 
 def _train(
-    model: SyntheticClassifier, data: SyntheticSplit, config: TrainConfig, verbose: bool
+    model: nn.Module,
+    inputs: Tensor,
+    labels: Tensor,
+    config: TrainConfig | FineTuneConfig,
+    verbose: bool,
+    augment: bool,
 ) -> None:
+    """Multi-label training of ``model``'s parameters that require a gradient.
+
+    ``inputs`` are images, turned and flipped at random when ``augment``, or
+    features that a frozen part of the network computed once.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
+    steps_per_epoch = math.ceil(len(inputs) / config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
     loss_fn = nn.BCEWithLogitsLoss()
     model.train()
     for epoch in range(config.epochs):
-        order = torch.randperm(len(data), generator=generator)
+        order = torch.randperm(len(inputs), generator=generator)
         total = 0.0
-        for start in range(0, len(data), config.batch_size):
+        for start in range(0, len(inputs), config.batch_size):
             index = order[start : start + config.batch_size]
-            images = data.images[index]
-            # Augmentation that keeps the shapes: flips and 90-degree turns.
-            flip = torch.rand(len(index), generator=generator) < 0.5
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-            turns = int(torch.randint(4, (1,), generator=generator))
-            images = torch.rot90(images, turns, dims=(2, 3))
-            loss = loss_fn(model(images), data.labels[index])
+            batch = inputs[index]
+            if augment:  # flips and 90-degree turns keep the classes
+                flip = torch.rand(len(index), generator=generator) < 0.5
+                batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
+                turns = int(torch.randint(4, (1,), generator=generator))
+                batch = torch.rot90(batch, turns, dims=(2, 3))
+            loss = loss_fn(model(batch), labels[index])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             total += float(loss.detach()) * len(index)
         if verbose:
-            print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {total / len(data):.4f}")
+            print(f"  epoch {epoch + 1:3d}/{config.epochs}  loss {total / len(inputs):.4f}")
     model.eval()
 
 
@@ -460,29 +519,31 @@ class TrainedClassifier:
     """A trained synthetic classifier with its test metrics.
 
     Attributes:
-        model (SyntheticClassifier): in eval mode, on the CPU.
+        model (SyntheticClassifier or CompositeClassifier): in eval mode, on the CPU.
         metrics (dict[str, float]): test ``mAP``, ``label_accuracy``,
             ``exact_match``, and ``train_seconds`` (of the run that made the
             cache entry).
         path (Path): the cache file.
         cached (bool): True when loaded from the cache without training.
-        config (SyntheticConfig): the data configuration.
-        train_config (TrainConfig): the training configuration.
+        config (SyntheticConfig or CompositeConfig): the data configuration.
+        train_config (TrainConfig or FineTuneConfig): the training configuration.
 
     :func:`load_or_train_classifier` returns one; its example shows it in use.
     """
 
-    model: SyntheticClassifier
+    model: SyntheticClassifier | CompositeClassifier
     metrics: dict[str, float]
     path: Path
     cached: bool
-    config: SyntheticConfig = field(default_factory=SyntheticConfig)
-    train_config: TrainConfig = field(default_factory=TrainConfig)
+    config: SyntheticConfig | CompositeConfig = field(default_factory=SyntheticConfig)
+    train_config: TrainConfig | FineTuneConfig = field(default_factory=TrainConfig)
 
 
-def _cache_key(config: SyntheticConfig, train_config: TrainConfig) -> str:
+def _cache_key(
+    config: SyntheticConfig | CompositeConfig, train_config: TrainConfig | FineTuneConfig
+) -> str:
     blob = json.dumps(
-        {"version": _VERSION, "data": asdict(config), "train": asdict(train_config)},
+        {"version": config._version, "data": asdict(config), "train": asdict(train_config)},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -504,24 +565,32 @@ def default_cache_dir() -> Path:
 
 
 def load_or_train_classifier(
-    config: SyntheticConfig | None = None,
-    train_config: TrainConfig | None = None,
+    config: SyntheticConfig | CompositeConfig | None = None,
+    train_config: TrainConfig | FineTuneConfig | None = None,
     *,
     cache_dir: str | Path | None = None,
     retrain: bool = False,
     verbose: bool = False,
 ) -> TrainedClassifier:
-    r"""The synthetic benchmark's classifier: from the cache, or trained now.
+    r"""A synthetic benchmark's classifier: from the cache, or trained now.
 
-    The cache file is ``<cache_dir>/synthetic/classifier-<key>.pt`` where the key
-    hashes both configurations and the code version. Training is seeded and runs
-    with ``torch.use_deterministic_algorithms`` and a fixed thread count (both
+    The set follows the configurations: :class:`SyntheticConfig` with
+    :class:`TrainConfig` trains the shapes set's :class:`SyntheticClassifier`
+    from scratch; :class:`CompositeConfig` with :class:`FineTuneConfig`
+    fine-tunes the composite set's :class:`CompositeClassifier`. The cache file
+    is ``<cache_dir>/<set>/classifier-<key>.pt`` (``<set>`` is ``synthetic`` or
+    ``composite``) where the key hashes both configurations and the code
+    version. Training is seeded and runs with
+    ``torch.use_deterministic_algorithms`` and a fixed thread count (both
     restored afterwards; the global RNG state is untouched); the test split is
     then scored with :func:`multilabel_metrics`.
 
     Args:
-        config (SyntheticConfig, optional): data. Default: ``SyntheticConfig()``.
-        train_config (TrainConfig, optional): training. Default: ``TrainConfig()``.
+        config (SyntheticConfig or CompositeConfig, optional): data.
+            Default: ``SyntheticConfig()``.
+        train_config (TrainConfig or FineTuneConfig, optional): training; it
+            must fit the data's set. Default: ``TrainConfig()`` for the shapes
+            set, ``FineTuneConfig()`` for the composite set.
         cache_dir (str or Path, optional): Default: ``$CAPTUM_SHALLOW_CACHE`` or
             ``~/.cache/captum_shallow``.
         retrain (bool, optional): ignore an existing cache entry. Default: False.
@@ -529,6 +598,9 @@ def load_or_train_classifier(
 
     Returns:
         TrainedClassifier: model (eval mode, CPU), test metrics, cache path.
+
+    Raises:
+        TypeError: when ``train_config`` does not fit the set of ``config``.
 
     Examples::
 
@@ -544,12 +616,19 @@ def load_or_train_classifier(
         (False, True, True)
     """
     config = SyntheticConfig() if config is None else config
-    train_config = TrainConfig() if train_config is None else train_config
+    train_config = config._default_training() if train_config is None else train_config
+    if not isinstance(config, getattr(train_config, "_data", ())):
+        raise TypeError(
+            f"{type(config).__name__} and {type(train_config).__name__} do not go together: "
+            "SyntheticConfig takes a TrainConfig, CompositeConfig a FineTuneConfig"
+        )
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = folder / "synthetic" / f"classifier-{_cache_key(config, train_config)}.pt"
+    key = _cache_key(config, train_config)
+    path = folder / config._cache_folder / f"classifier-{key}.pt"
+    num_classes = len(config.classes)
     if path.exists() and not retrain:
         with torch.random.fork_rng(devices=[]):  # construction draws initial weights
-            model = SyntheticClassifier(width=train_config.width)
+            model = train_config._build(num_classes, pretrained=False)
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["state_dict"])
         return TrainedClassifier(
@@ -557,18 +636,18 @@ def load_or_train_classifier(
         )
     with _deterministic(train_config.threads):
         torch.manual_seed(train_config.seed)
-        model = SyntheticClassifier(width=train_config.width)
+        model = train_config._build(num_classes, pretrained=True)
         train = make_synthetic_split(config, "train")
         start = time.perf_counter()
-        _train(model, train, train_config, verbose)
+        train_config._fit(model, train, verbose)
         seconds = time.perf_counter() - start
+        model.eval()
         test = make_synthetic_split(config, "test")
         with torch.no_grad():
             logits = torch.cat([model(x) for x, _, _ in test.batches(256)])
     metrics = multilabel_metrics(logits, test.labels)
     metrics["train_seconds"] = seconds
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "metrics": metrics}, partial)
-    partial.replace(path)  # atomic: a concurrent reader never sees half a file
+    with atomic_write(path) as stream:  # a concurrent reader never sees half a file
+        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, stream)
     return TrainedClassifier(model, metrics, path, False, config, train_config)
