@@ -218,7 +218,10 @@ def baseline_fns(
     def layercam_last(x: Tensor, t: Tensor) -> Tensor:
         return LayerCAM(model, last).attribute(x, target=t).detach()  # type: ignore[union-attr]
 
+    # The libraries hook layer outputs for their gradients; on a model whose first
+    # blocks are frozen those outputs need an input that requires grad (as Captum sets).
     def pgc_layercam(x: Tensor, t: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
         targets = [ClassifierOutputTarget(int(c)) for c in t]
         with PGCLayerCAM(model=model, target_layers=modules) as cam:
             out = cam(input_tensor=x, targets=targets)
@@ -226,6 +229,7 @@ def baseline_fns(
         return torch.from_numpy(np.asarray(out, dtype=np.float32))[:, None].to(x.device)
 
     def torchcam_layercam(x: Tensor, t: Tensor) -> Tensor:
+        x = x.detach().requires_grad_(True)
         with TorchcamLayerCAM(model, target_layer=list(names), input_shape=input_shape) as cam:
             maps = cam(class_idx=[int(c) for c in t], scores=model(x))
             out = TorchcamLayerCAM.fuse_cams(maps)

@@ -88,7 +88,13 @@ def small_explorer(explorer_net: ExplorerNet) -> Explorer:
     from captum_shallow.visualization import explore
 
     net = explorer_net
-    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    cam = ShallowCAM(
+        net,
+        [net.stage1, net.stage2, net.stage3],
+        fusion="product",
+        truncation=None,
+        propagation=None,
+    )
     photos = [sample_photo("chelsea"), sample_photo("coffee")]
     classes = ["cat", "dog", "cup", "spoon", "saucer", "table", "wall"]
     return explore(

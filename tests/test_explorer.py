@@ -108,7 +108,13 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
     inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
     with torch.no_grad():
         probabilities = explorer_net(inputs).softmax(dim=1)
-    cam = ShallowCAM(explorer_net, [explorer_net.stage1, explorer_net.stage2, explorer_net.stage3])
+    cam = ShallowCAM(
+        explorer_net,
+        [explorer_net.stage1, explorer_net.stage2, explorer_net.stage3],
+        fusion="product",
+        truncation=None,
+        propagation=None,
+    )
     for i, image in enumerate(data["images"]):
         top = probabilities[i].topk(5)
         assert [c["index"] for c in image["classes"]] == top.indices.tolist()
@@ -154,7 +160,13 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
 
     soft = GradientTruncation("soft", quantile=0.9)
     cam = ShallowCAM(
-        net, [net.stage1, net.stage3], method=LayerGradCam, truncation=[soft, None], gamma=2.0
+        net,
+        [net.stage1, net.stage3],
+        method=LayerGradCam,
+        truncation=[soft, None],
+        fusion="product",
+        gamma=2.0,
+        propagation=None,
     )
     settings = cam_settings(cam)
     assert settings == {
