@@ -169,11 +169,11 @@ def test_evaluate_cams_oracle_cam_gives_miou_one() -> None:
     result = evaluate_cams(
         oracle, [(images[:1], labels[:1], masks[:1]), (images[1:], labels[1:], masks[1:])], 4
     )
-    assert result.miou.tolist() == [1.0] * 61
+    assert result.miou.tolist() == [1.0] * 96
     assert result.best_threshold == 0.0
     # A uniform CAM covers everything: background IoU 0 at thresholds below 1.
     flat = evaluate_cams(lambda x, t: torch.ones(len(x), 1, 3, 3), [(images, labels, masks)], 4)
-    assert flat.iou[:, 0].tolist() == [0.0] * 61
+    assert flat.iou[:, 0].tolist() == [0.0] * 96
 
 
 @pytest.mark.needs_extra("crf")
