@@ -7,7 +7,7 @@ with photos, EfficientNet-Lite0 fine-tuned from its ImageNet weights).
 
 Usage::
 
-    python benchmarks/synthetic_wsss.py                          # shapes: train/load, print mAP and accuracy
+    python benchmarks/synthetic_wsss.py                          # shapes: train/load, metrics
     python benchmarks/synthetic_wsss.py --set composite --cams   # + Grad-CAM / LayerCAM per stage
     python benchmarks/synthetic_wsss.py --set composite --quick  # tiny config, seconds (smoke run)
 

@@ -30,15 +30,17 @@ def resnet() -> nn.Module:
 
 def test_default_values_are_the_documented_ones() -> None:
     assert GradientTruncation("soft", quantile=0.90, scope="sample") == DEFAULT_TRUNCATION
-    assert DEFAULT_FUSION == "product"
-    assert DEFAULT_FUSED_TRUNCATION is None
+    # The localisation task's values (docs/evidence.rst).
+    assert DEFAULT_FUSION == "mean"
+    assert GradientTruncation("soft", quantile=0.5) == DEFAULT_FUSED_TRUNCATION
 
 
 def test_from_model_takes_the_preset_layers_from_stride_4_to_the_last(resnet: nn.Module) -> None:
     cam = ShallowCAM.from_model(resnet)
     assert [m for m in cam.layers] == [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
     assert cam.fusion == DEFAULT_FUSION
-    assert cam.truncations == [None] * 4
+    assert cam.truncations == [DEFAULT_FUSED_TRUNCATION] * 4
+    assert (cam.propagation, cam.gates) == (GradientTruncation("soft", quantile=0.9), "layers")
     assert cam.gamma is None
 
 
@@ -59,9 +61,7 @@ def test_from_model_keyword_arguments_override_the_defaults(resnet: nn.Module) -
 def test_from_model_equals_the_explicit_construction(resnet: nn.Module) -> None:
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     layers = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
-    expected = ShallowCAM(resnet, layers, fusion="product", truncation=None).attribute(
-        images, target=[3, 7]
-    )
+    expected = ShallowCAM(resnet, layers).attribute(images, target=[3, 7])
     fused = ShallowCAM.from_model(resnet).attribute(images, target=[3, 7])
     torch.testing.assert_close(fused, expected, rtol=0, atol=0)
     assert fused.shape == (2, 1, 16, 16)
@@ -81,10 +81,22 @@ def test_from_model_finds_a_custom_models_layers_or_says_why_not() -> None:
 
 
 def test_both_tasks_hold_the_documented_defaults() -> None:
-    for task in ("localisation", "segmentation"):
-        defaults = task_defaults(task)
-        assert (defaults.fusion, defaults.truncation) == (DEFAULT_FUSION, DEFAULT_FUSED_TRUNCATION)
-        assert (defaults.propagation, defaults.gates, defaults.threshold) == (None, "layers", 0.15)
+    # The values chosen by benchmarks/quality.py's rule (docs/evidence.rst).
+    soft = GradientTruncation("soft", quantile=0.5)
+    localisation = task_defaults("localisation")
+    assert (localisation.fusion, localisation.truncation) == (DEFAULT_FUSION, soft)
+    assert (localisation.propagation, localisation.gates, localisation.threshold) == (
+        GradientTruncation("soft", quantile=0.9),
+        "layers",
+        0.51,
+    )
+    segmentation = task_defaults("segmentation")
+    assert (segmentation.fusion, segmentation.truncation) == ("mean", None)
+    assert (segmentation.propagation, segmentation.gates, segmentation.threshold) == (
+        soft,
+        "layers",
+        0.52,
+    )
     assert tuple(TASK_DEFAULTS) == ("localisation", "segmentation")
 
 
@@ -119,7 +131,8 @@ def test_the_task_fills_what_is_not_given_and_explicit_arguments_win(
         None,
     )
     assert ShallowCAM(net, layers, task="segmentation", gates="layers").gates == "layers"
-    assert ShallowCAM(net, layers).propagation is None  # localisation is untouched
+    # localisation keeps its own
+    assert ShallowCAM(net, layers).propagation == GradientTruncation("soft", quantile=0.9)
 
 
 def test_from_model_passes_the_task(resnet: nn.Module, monkeypatch: pytest.MonkeyPatch) -> None:

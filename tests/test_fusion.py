@@ -74,16 +74,16 @@ def test_negative_and_empty_maps_give_zeros_not_nan() -> None:
     assert bool((out == 0).all())
 
 
-def test_defaults_are_product_fusion_without_truncation(net: ThreeStageNet) -> None:
+def test_defaults_are_the_localisation_tasks(net: ThreeStageNet) -> None:
     cam = ShallowCAM(net, _layers(net))
-    assert (cam.method, cam.fusion, cam.gamma) == (LayerCAM, "product", None)
-    assert cam.truncations == [None, None, None]
+    assert (cam.method, cam.fusion, cam.gamma, cam.task) == (LayerCAM, "mean", None, "localisation")
+    assert cam.truncations == [GradientTruncation("soft", quantile=0.5)] * 3
 
 
 def test_layer_maps_equal_separate_layercam_runs(net: ThreeStageNet, images: Tensor) -> None:
     target = [0, 3, 1]
     fused, layer_maps = ShallowCAM(
-        net, _layers(net), truncation=DEFAULT_TRUNCATION, fusion="max"
+        net, _layers(net), truncation=DEFAULT_TRUNCATION, fusion="max", propagation=None
     ).attribute(images, target=target, return_layer_maps=True)
     for layer, layer_map in zip(_layers(net), layer_maps):
         expected = LayerCAM(net, layer, truncation=DEFAULT_TRUNCATION).attribute(
@@ -100,7 +100,12 @@ def test_layer_maps_equal_separate_layercam_runs(net: ThreeStageNet, images: Ten
 def test_per_layer_truncations_and_other_methods(net: ThreeStageNet, images: Tensor) -> None:
     truncations = [GradientTruncation("hard", quantile=0.5), None, DEFAULT_TRUNCATION]
     _, layer_maps = ShallowCAM(
-        net, _layers(net), method=LayerGradCam, truncation=truncations, fusion="mean"
+        net,
+        _layers(net),
+        method=LayerGradCam,
+        truncation=truncations,
+        fusion="mean",
+        propagation=None,
     ).attribute(images, target=2, return_layer_maps=True)
     for layer, truncation, layer_map in zip(_layers(net), truncations, layer_maps):
         expected = LayerGradCam(net, layer, truncation=truncation).attribute(
@@ -147,7 +152,7 @@ def test_noise_tunnel_without_noise_equals_shallowcam(net: ThreeStageNet, images
 
 
 def test_truncation_none_turns_the_denoiser_off(net: ThreeStageNet, images: Tensor) -> None:
-    _, layer_maps = ShallowCAM(net, _layers(net), truncation=None).attribute(
+    _, layer_maps = ShallowCAM(net, _layers(net), truncation=None, propagation=None).attribute(
         images, target=1, return_layer_maps=True
     )
     torch.testing.assert_close(layer_maps[0], LayerCAM(net, net.stage1).attribute(images, target=1))

@@ -350,8 +350,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             >>> from torchvision.models import resnet18
             >>> from captum_shallow import ShallowCAM
             >>> cam = ShallowCAM.from_model(resnet18().eval())
-            >>> cam.fusion, cam.truncations
-            ('product', [None, None, None, None])
+            >>> cam.fusion, str(cam.truncations[0]), str(cam.propagation), cam.gates
+            ('mean', 'soft:quantile=0.5', 'soft:quantile=0.9', 'layers')
         """
         # Imported here: the core does not need the models subpackage otherwise.
         from ..models import layer_preset, resolve_layers

@@ -175,7 +175,7 @@ def cam_settings(
         >>> model = resnet18().eval()
         >>> settings = cam_settings(ShallowCAM(model, [model.layer1, model.layer4]), "resnet18")
         >>> settings["layers"], settings["truncation"], settings["fusion"]
-        ('layer1, layer4', 'none', 'product')
+        ('layer1, layer4', 'soft:quantile=0.5', 'mean')
     """
     model = cam.forward_func
     names = [layer_name(model, layer) for layer in cam.layers]
@@ -384,7 +384,7 @@ def explore(
         >>> photo = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
         >>> explorer = explore(cam, photo, input_size=64)
         >>> explorer
-        Explorer(1 images, layers=['layer1', 'layer2'], fusion='product')
+        Explorer(1 images, layers=['layer1', 'layer2'], fusion='mean')
         >>> len(explorer.images[0].classes)  # the top 5 of 3 classes
         3
         >>> explorer.save("explorer.html")  # doctest: +SKIP
