@@ -211,17 +211,20 @@ def test_fused_truncated_map_puts_more_mass_on_the_cat_than_layercam(model: nn.M
         half = positive.shape[-1] // 2
         return float(positive[..., :half].sum() / positive.sum())
 
-    plain = ShallowCAM(model, layers, truncation=None, fusion="max").attribute(inputs, target=285)
-    truncated = ShallowCAM(model, layers, truncation=DEFAULT_TRUNCATION, fusion="max").attribute(
+    plain = ShallowCAM(model, layers, truncation=None, fusion="max", propagation=None).attribute(
         inputs, target=285
     )
+    truncated = ShallowCAM(
+        model, layers, truncation=DEFAULT_TRUNCATION, fusion="max", propagation=None
+    ).attribute(inputs, target=285)
     default = ShallowCAM(model, layers).attribute(inputs, target=285)
     assert truncated.shape == default.shape == (1, 1, 56, 112)
     # Same layers, same (LayerCAM's) max fusion: truncation alone moves mass to the cat.
     assert cat_share(truncated) > cat_share(plain) + 0.05
     assert cat_share(plain) > 0.5
-    # The measured default (product fusion, no truncation) concentrates it further.
-    assert cat_share(default) > 0.95
+    # The measured localisation default (mean fusion, truncation at the layers and while
+    # propagating) puts more on the cat than untruncated max fusion (0.92 measured).
+    assert cat_share(default) > max(cat_share(plain), 0.9)
 
 
 @pytest.mark.needs_extra("lite")

@@ -23,6 +23,19 @@ from captum_shallow import (
 )
 from captum_shallow.attribution._hooks import layer_gradients_and_activations
 
+
+@pytest.fixture(autouse=True)
+def _neutral_task_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check the mechanism, not the measured defaults: ShallowCAM's tasks
+    default here to product fusion with no truncation and no propagation."""
+    from captum_shallow.attribution import _defaults
+
+    neutral = _defaults.TaskDefaults("product", None, None, "layers", 0.15)
+    monkeypatch.setattr(
+        _defaults, "TASK_DEFAULTS", {"localisation": neutral, "segmentation": neutral}
+    )
+
+
 TRUNCATIONS: list[GradientTruncation | str] = [
     "positive",
     GradientTruncation("soft", quantile=0.5),

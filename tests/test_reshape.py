@@ -10,6 +10,18 @@ from captum_shallow import LayerCAM, LayerGradCam, LayerHiResCam, ShallowCAM
 from captum_shallow.attribution._reshape import GridLayout, infer_layout, to_grid
 
 
+@pytest.fixture(autouse=True)
+def _neutral_task_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check the mechanism, not the measured defaults: ShallowCAM's tasks
+    default here to product fusion with no truncation and no propagation."""
+    from captum_shallow.attribution import _defaults
+
+    neutral = _defaults.TaskDefaults("product", None, None, "layers", 0.15)
+    monkeypatch.setattr(
+        _defaults, "TASK_DEFAULTS", {"localisation": neutral, "segmentation": neutral}
+    )
+
+
 class _TokenNet(nn.Module):
     """A tiny ViT-like model: 4 x 4 patch tokens after a class token, a token-wise
     layer, and a head that reads the class token and the mean patch token."""
