@@ -282,6 +282,21 @@ class Scores:
         return self.values.get(dataset, {}).get(key, {}).get(metric, math.nan)
 
 
+def shallowcam_of(config: Config, model: nn.Module, layers: list[nn.Module]) -> ShallowCAM:
+    """The end-to-end ShallowCAM that computes ``config``'s map."""
+    _label, propagation, gates = next(p for p in PROPAGATION if p[0] == config.propagation)
+    _f, fusion, gamma = next(f for f in FUSIONS if f[0] == config.fusion)
+    return ShallowCAM(
+        model,
+        layers,
+        truncation=dict(FORWARD)[config.forward],
+        fusion=fusion,
+        gamma=gamma,
+        propagation=propagation,
+        gates=resolve_gates(model, layers, gates),
+    )
+
+
 def check_cached_path(
     model: nn.Module,
     layers: list[nn.Module],
@@ -291,17 +306,7 @@ def check_cached_path(
     config: Config,
 ) -> float:
     """max |cached path - ShallowCAM.attribute| for one configuration."""
-    _label, propagation, gates = next(p for p in PROPAGATION if p[0] == config.propagation)
-    _f, fusion, gamma = next(f for f in FUSIONS if f[0] == config.fusion)
-    direct = ShallowCAM(
-        model,
-        layers,
-        truncation=dict(FORWARD)[config.forward],
-        fusion=fusion,
-        gamma=gamma,
-        propagation=propagation,
-        gates=resolve_gates(model, layers, gates),
-    ).attribute(images, target=targets)
+    direct = shallowcam_of(config, model, layers).attribute(images, target=targets)
     cached = config_maps(config, tensors)
     return float((direct - cached).abs().max())
 
@@ -619,17 +624,7 @@ def faithfulness(
     index = index.long().unique().to(images.device)
     methods: dict[str, CamFn] = dict(data["baselines"])
     for c in chosen:
-        _label, propagation, gates = next(p for p in PROPAGATION if p[0] == c.propagation)
-        _f, fusion, gamma = next(f for f in FUSIONS if f[0] == c.fusion)
-        cam = ShallowCAM(
-            model,
-            layers,
-            truncation=dict(FORWARD)[c.forward],
-            fusion=fusion,
-            gamma=gamma,
-            propagation=propagation,
-            gates=resolve_gates(model, layers, gates),
-        )
+        cam = shallowcam_of(c, model, layers)
         methods[c.key] = lambda x, t, cam=cam: cam.attribute(x, target=t).detach()
     start = time.perf_counter()
     for key, fn in methods.items():
