@@ -303,6 +303,9 @@ def _process_group(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     try:
         yield dist.get_rank(), dist.get_world_size(), device
+        # Leave together: no rank tears its connections down (or exits) while
+        # another still works or talks to it, which can abort gloo's threads.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
