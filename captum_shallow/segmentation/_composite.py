@@ -67,7 +67,7 @@ class CompositeConfig:
     Attributes:
         image_size (int): side of the square images, at most 200 (the
             smallest photo's side). Default: 128.
-        num_train (int): training images. Default: 4000.
+        num_train (int): training images. Default: 8000.
         num_test (int): test images (also the WSSS evaluation set). Default: 500.
         max_objects (int): at most this many objects (of distinct classes); at
             least one. Default: 3.
@@ -94,7 +94,7 @@ class CompositeConfig:
     """
 
     image_size: int = 128
-    num_train: int = 4000
+    num_train: int = 8000
     num_test: int = 500
     max_objects: int = 3
     min_object_size: int = 44
@@ -276,8 +276,8 @@ class CompositeClassifier(nn.Module):
     Args:
         num_classes (int, optional): Default: 5.
         frozen_blocks (int, optional): the stem and blocks ``0 .. frozen_blocks -
-            1`` are frozen; 0 fine-tunes everything. Default: 5 (through
-            ``_blocks.4``, the stride-8 stage).
+            1`` are frozen; 0 fine-tunes everything. Default: 3 (through
+            ``_blocks.2``, the stride-4 stage).
         pretrained (bool, optional): start from the ImageNet weights (the
             ``demo`` extra); False builds the architecture only, to load a state
             dict into. Default: True.
@@ -298,7 +298,7 @@ class CompositeClassifier(nn.Module):
     def __init__(
         self,
         num_classes: int = len(COMPOSITE_CLASSES),
-        frozen_blocks: int = 5,
+        frozen_blocks: int = 3,
         pretrained: bool = True,
     ) -> None:
         super().__init__()
@@ -376,8 +376,8 @@ class FineTuneConfig:
 
     Attributes:
         frozen_blocks (int): the stem and this many leading MBConv blocks keep
-            their ImageNet weights (see :class:`CompositeClassifier`). Default: 5.
-        epochs (int): passes over the training set. Default: 3.
+            their ImageNet weights (see :class:`CompositeClassifier`). Default: 3.
+        epochs (int): passes over the training set. Default: 2.
         batch_size (int): Default: 64.
         lr (float): peak learning rate of AdamW (one-cycle schedule). Default: 1e-3.
         weight_decay (float): Default: 1e-4.
@@ -388,16 +388,16 @@ class FineTuneConfig:
 
     Examples::
 
-        >>> FineTuneConfig(epochs=2).frozen_blocks
-        5
+        >>> FineTuneConfig(epochs=3).frozen_blocks
+        3
         >>> FineTuneConfig(frozen_blocks=17)
         Traceback (most recent call last):
         ...
         ValueError: frozen_blocks must be in 0..16, got 17
     """
 
-    frozen_blocks: int = 5
-    epochs: int = 3
+    frozen_blocks: int = 3
+    epochs: int = 2
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
