@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -88,14 +90,17 @@ def test_both_tasks_hold_the_documented_defaults() -> None:
     assert (localisation.propagation, localisation.gates, localisation.threshold) == (
         GradientTruncation("soft", quantile=0.9),
         "layers",
-        0.51,
+        0.49,
     )
     segmentation = task_defaults("segmentation")
-    assert (segmentation.fusion, segmentation.truncation) == ("mean", None)
+    assert (segmentation.fusion, segmentation.truncation) == (
+        "mean",
+        GradientTruncation("soft", quantile=0.9),
+    )
     assert (segmentation.propagation, segmentation.gates, segmentation.threshold) == (
-        soft,
-        "layers",
-        0.52,
+        "positive",
+        "relu-below",
+        0.47,
     )
     assert tuple(TASK_DEFAULTS) == ("localisation", "segmentation")
 
@@ -177,3 +182,37 @@ def test_task_defaults_are_validated(kwargs: dict, error: type[Exception], messa
 def test_an_unknown_task_is_refused(resnet: nn.Module) -> None:
     with pytest.raises(ValueError, match=r"task must be one of \('localisation', 'segmentation'\)"):
         ShallowCAM.from_model(resnet, task="detection")
+
+
+class _FunctionalReLU(nn.Module):
+    """A CNN whose activations are functional calls: nothing for ReLU gates to hook."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_task_relu_gates_on_a_model_without_relu_modules_warn_and_turn_propagation_off() -> None:
+    torch.manual_seed(0)
+    net = _FunctionalReLU().eval()
+    layers = [net.conv1, net.conv2]
+    assert task_defaults("segmentation").gates == "relu-below"
+    with pytest.warns(UserWarning, match="task 'segmentation' truncates the gradient at ReLU"):
+        cam = ShallowCAM(net, layers, task="segmentation")
+    assert (cam.propagation, cam.gates) == (None, None)
+    x = torch.rand(2, 3, 12, 12)
+    plain = ShallowCAM(net, layers, task="segmentation", propagation=None)
+    assert torch.equal(cam.attribute(x, target=1), plain.attribute(x, target=1))
+    # Asked for explicitly, the gates are an error that says what to do.
+    with pytest.raises(ValueError, match="has no ReLU-family module"):
+        ShallowCAM(net, layers, propagation="positive", gates="relu-below").attribute(x, target=1)
+    # A model with ReLU modules keeps the task's gates and no warning.
+    seq = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ShallowCAM(seq, [seq[0], seq[2]], task="segmentation").gates == "relu-below"

@@ -152,6 +152,12 @@ def describe_gates(
     return [layer_name(forward_func, module) for module in gates]
 
 
+def has_relu_modules(forward_func: Callable[..., Any]) -> bool:
+    """Whether ``gates="relu"`` / ``"relu-below"`` can find gates in this model."""
+    model = _model_of(forward_func)
+    return model is not None and any(isinstance(m, RELU_FAMILY) for m in model.modules())
+
+
 def relu_modules(forward_func: Callable[..., Any], keyword: str = "relu") -> list[Module]:
     """Every ReLU-family module of the model (:data:`RELU_FAMILY`), in registration order."""
     model = _model_of(forward_func)

@@ -8,6 +8,7 @@ the shallowest one.
 from __future__ import annotations
 
 import enum
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -22,7 +23,14 @@ from ._cams import LayerCAM, _TruncatedLayerCAM
 from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
-from ._propagation import GATE_KEYWORDS, Gates, Propagation, describe_gates, propagation_settings
+from ._propagation import (
+    GATE_KEYWORDS,
+    Gates,
+    Propagation,
+    describe_gates,
+    has_relu_modules,
+    propagation_settings,
+)
 from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
 
@@ -153,6 +161,17 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         if isinstance(gates, _TaskDefault):
             # The task's gates only matter once propagation is on.
             gates = defaults.gates if propagation is not None else None
+            if gates in ("relu", "relu-below") and not has_relu_modules(forward_func):
+                warnings.warn(
+                    f"task {task!r} truncates the gradient at ReLU-family modules "
+                    f"(gates={gates!r}), but {type(forward_func).__name__} has none "
+                    "(functional calls such as F.relu cannot be hooked): propagation is "
+                    "off for this ShallowCAM; pass propagation= and gates= (modules) to "
+                    "choose",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                propagation = gates = None
         if isinstance(layers, Module):
             layers = [layers]
         layers = list(layers)
