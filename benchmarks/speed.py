@@ -8,8 +8,10 @@ medians and the ratios the project promises (EVALUATION.md):
   (the floor: one forward and the backward down to that block), target <= 1.10;
 - ShallowCAM over 4 blocks / ShallowCAM over the shallowest block alone,
   target <= 1.3;
-- ShallowCAM with propagation gates (``propagation="positive"``, at its default
-  gates and at every ReLU call) / ShallowCAM without, target <= 1.05;
+- ShallowCAM with propagation gates (``propagation="positive"`` at its fused
+  layers, at the ReLU calls below the deepest one and at every ReLU call) /
+  ShallowCAM without (both without truncation at the layers), target <= 1.05;
+- each task's defaults (``task=``) / plain ShallowCAM;
 - ours / pytorch-grad-cam's LayerCAM and torchcam's LayerCAM + fuse_cams over
   the same 4 blocks.
 
@@ -37,13 +39,15 @@ import torch
 from torch import Tensor, nn
 
 from captum_shallow import DEFAULT_TRUNCATION
+from captum_shallow.attribution import TASK_DEFAULTS
 
 SHALLOW_BLOCK = 2  # 56 x 56 at 224 px: the preset's shallow block
 FUSED_BLOCKS = (2, 4, 10, 15)  # 56, 28, 14 and 7 px: ShallowCAM.from_model's blocks
 PROPAGATION_ROWS = {
     gates: f"ours ShallowCAM, 4 blocks, propagation positive at gates {gates!r}"
-    for gates in ("layers", "relu")
+    for gates in ("layers", "relu-below", "relu")
 }
+TASK_ROWS = {task: f"ours ShallowCAM, 4 blocks, task={task!r}" for task in TASK_DEFAULTS}
 
 
 def build_methods(
@@ -66,19 +70,22 @@ def build_methods(
         f"ours LayerCAM {DEFAULT_TRUNCATION}, block {SHALLOW_BLOCK}": lambda: LayerCAM(
             model, shallow, truncation=DEFAULT_TRUNCATION
         ).attribute(inputs, target=target),
-        f"ours ShallowCAM, block {SHALLOW_BLOCK}": lambda: ShallowCAM(model, [shallow]).attribute(
-            inputs, target=target
-        ),
-        "ours ShallowCAM, 4 blocks": lambda: ShallowCAM(model, fused).attribute(
-            inputs, target=target
-        ),
-        PROPAGATION_ROWS["layers"]: lambda: ShallowCAM(
-            model, fused, propagation="positive"
+        # Plain fused LayerCAM (no truncation, no propagation): the base of the ratios.
+        f"ours ShallowCAM, block {SHALLOW_BLOCK}": lambda: ShallowCAM(
+            model, [shallow], truncation=None, propagation=None
         ).attribute(inputs, target=target),
-        PROPAGATION_ROWS["relu"]: lambda: ShallowCAM(
-            model, fused, propagation="positive", gates="relu"
+        "ours ShallowCAM, 4 blocks": lambda: ShallowCAM(
+            model, fused, truncation=None, propagation=None
         ).attribute(inputs, target=target),
     }
+    for gates, name in PROPAGATION_ROWS.items():
+        methods[name] = lambda gates=gates: ShallowCAM(
+            model, fused, truncation=None, propagation="positive", gates=gates
+        ).attribute(inputs, target=target)
+    for task, name in TASK_ROWS.items():
+        methods[name] = lambda task=task: ShallowCAM(model, fused, task=task).attribute(
+            inputs, target=target
+        )
     try:
         from pytorch_grad_cam import LayerCAM as PGCLayerCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -242,6 +249,8 @@ def main() -> None:
             f"ShallowCAM 4 blocks, propagation positive at gates {gates!r} / without: "
             f"{medians[name] / fused:.3f} (target <= 1.05)"
         )
+    for task, name in TASK_ROWS.items():
+        print(f"ShallowCAM 4 blocks, task={task!r} / plain: {medians[name] / fused:.3f}")
     for peer in ("pytorch-grad-cam LayerCAM, 4 blocks", "torchcam LayerCAM + fuse_cams, 4 blocks"):
         if peer in medians:
             print(f"ShallowCAM 4 blocks / {peer}: {fused / medians[peer]:.3f}")
