@@ -493,3 +493,28 @@ def test_a_gate_that_does_not_run_is_named(images: Tensor) -> None:
     with pytest.raises(ValueError, match="gate 'spare' did not run during the forward pass"):
         cam.attribute(images, target=0)
     _assert_nothing_left(model, images)
+
+
+@pytest.mark.parametrize("gates", ["relu-below", "relu"])
+def test_relu_gates_on_in_place_relus_equal_the_same_model_without_in_place(gates: str) -> None:
+    # torchvision's ResNet applies one in-place ReLU module up to three times per block
+    # (the segmentation task's gates): each call's output is gated like an out-of-place one.
+    import copy
+
+    from captum_shallow.models import build_model, layer_preset, resolve_layers
+
+    torch.manual_seed(0)
+    model = build_model("resnet18").eval()
+    plain = copy.deepcopy(model)
+    for module in plain.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    x, target = torch.rand(2, 3, 64, 64), [3, 7]
+    maps = []
+    for net in (model, plain):
+        layers = resolve_layers(net, list(layer_preset(net).fusion))
+        cam = ShallowCAM(net, layers, fusion="mean", propagation="positive", gates=gates)
+        maps.append(cam.attribute(x, target=target))
+    off = ShallowCAM(plain, resolve_layers(plain, list(layer_preset(plain).fusion)), fusion="mean")
+    assert torch.allclose(maps[0], maps[1], atol=1e-6)
+    assert not torch.allclose(maps[1], off.attribute(x, target=target), atol=1e-3)
