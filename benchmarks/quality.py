@@ -30,7 +30,9 @@ the fused layers deeper than the shallowest; positive at every ReLU-family call
 below the deepest fused layer; positive at every ReLU-family call; positive at
 every block of an EfficientNet). Baselines: Captum's ``LayerGradCam`` and our
 LayerCAM at the last layer, pytorch-grad-cam's multi-layer ``LayerCAM`` and
-torchcam's ``LayerCAM`` + ``fuse_cams`` on the same layers.
+torchcam's ``LayerCAM`` + ``fuse_cams`` on the same layers. Also reported, outside
+the rule: LayerCAM at each fused layer alone with no truncation, soft q.90
+(``DEFAULT_TRUNCATION``) and soft q.99.
 
 Ours is computed from one forward and one backward pass per propagation setting and
 batch: the layers' activations and gradients are kept and every (fusion, forward
@@ -61,7 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_shallow import GradientTruncation, LayerCAM, ShallowCAM, fuse_maps
+from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation, LayerCAM, ShallowCAM, fuse_maps
 from captum_shallow.attribution import TASK_DEFAULTS, Fusion, TaskDefaults
 from captum_shallow.attribution._hooks import layer_gradients_and_activations
 from captum_shallow.evaluation import (
@@ -118,6 +120,13 @@ PROPAGATION: list[tuple[str, Any, str | None]] = [
     ("positive@relu-below", "positive", "relu-below"),
     ("positive@relu", "positive", "relu"),
     ("positive@blocks", "positive", "blocks"),
+]
+#: Single layers (the evidence for ``DEFAULT_TRUNCATION``): LayerCAM at each fused
+#: layer alone, no fusion and no propagation, with these truncations.
+SINGLE: list[tuple[str, Trunc]] = [
+    ("none", None),
+    ("soft q.90", DEFAULT_TRUNCATION),
+    ("soft q.99", _q("soft", 0.99)),
 ]
 QUICK_FUSIONS = [FUSIONS[2], FUSIONS[4]]
 QUICK_FORWARD = FORWARD[:2]
@@ -193,6 +202,20 @@ def config_maps(config: Config, tensors: list[tuple[Tensor, Tensor]]) -> Tensor:
     _label, fusion, gamma = next(f for f in FUSIONS if f[0] == config.fusion)
     maps = [LayerCAM.layer_attribution(g, a, trunc, relu_attributions=True) for g, a in tensors]
     return fuse_maps(maps, None, fusion, gamma)
+
+
+def single_key(index: int, label: str) -> str:
+    """The score key of LayerCAM at the ``index``-th fused layer (0: the shallowest)."""
+    return f"single layer {index + 1} | {label}"
+
+
+def single_maps(tensors: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """LayerCAM at each layer alone, per truncation in :data:`SINGLE`."""
+    return {
+        single_key(i, label): LayerCAM.layer_attribution(g, a, trunc, relu_attributions=True)
+        for i, (g, a) in enumerate(tensors)
+        for label, trunc in SINGLE
+    }
 
 
 # ---------------------------------------------------------------- baselines (end to end)
@@ -393,6 +416,9 @@ def evaluate_grid(
             log(f"{dataset}: cached path vs ShallowCAM.attribute ({chosen[0].key}): {diff:.1e}")
         for config in chosen:
             grid_scores(scores, dataset, config.key, config_maps(config, tensors), data)
+        if label == "none":
+            for key, maps in single_maps(tensors).items():
+                grid_scores(scores, dataset, key, maps, data)
     log(f"{dataset}: {len(configs)} configs in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
     baselines = baseline_fns(model, names, tuple(images.shape[1:]))  # type: ignore[arg-type]
@@ -473,6 +499,10 @@ def evaluate_wsss(
                     _constant(config_maps(config, tensors)), images, labels, batch_size=len(x)
                 )
                 sweeps[config.key].update(cams, labels, masks)
+            if label == "none":
+                for key, maps in single_maps(tensors).items():
+                    cams = class_cams(_constant(maps), images, labels, batch_size=len(x))
+                    sweeps.setdefault(key, ThresholdSweep(num_classes)).update(cams, labels, masks)
         for key, fn in baselines.items():
             cams = class_cams(fn, images, labels, batch_size=args.chunk)
             base_sweeps[key].update(cams, labels, masks)
@@ -767,6 +797,26 @@ def report(scores: Scores, configs: list[Config], choice: dict[str, Any]) -> lis
             row += [_fmt(scores.get(d, key, m)) for m in ("pointing", "extent", "coverage")]
         rows.append(row)
     out.append(table("### Every method on every set", header, rows))
+
+    singles = sorted({k for d in wsss + grids for k in scores.values[d] if k.startswith("single ")})
+    if singles:
+        header = ["LayerCAM at one layer | truncation"]
+        header += [f"{d} best" for d in wsss]
+        for d in grids:
+            header += [f"{d} pointing", "extent"]
+        rows = []
+        for key in singles:
+            row = [key] + [_fmt(scores.get(d, key, "miou_best")) for d in wsss]
+            for d in grids:
+                row += [_fmt(scores.get(d, key, m)) for m in ("pointing", "extent")]
+            rows.append(row)
+        out.append(
+            table(
+                "### Single layers (layer 1: the shallowest fused one; no fusion, no propagation)",
+                header,
+                rows,
+            )
+        )
 
     lines = ["### The rule's choice", ""]
     for task, entry in choice.items():

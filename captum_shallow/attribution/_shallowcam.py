@@ -35,11 +35,10 @@ from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
 
 #: The truncation for a single shallow layer (the command line's and the tutorials'
-#: default when truncation is asked for): soft, per-sample quantile 0.90. Of the
-#: truncations measured on every metric at single layers, the one that keeps insertion
-#: AUC and WSSS mIoU at or above plain LayerCAM at most layers while lifting the grid
-#: pointing game at every layer; quantile 0.99 localises more but loses insertion and
-#: WSSS everywhere (docs/evidence.rst).
+#: default when truncation is asked for): soft, per-sample quantile 0.90. At single
+#: layers it lifts the grid pointing game at every layer of Lite0 and Lite1 and the
+#: pretrained WSSS set's mIoU at every layer; quantile 0.99 localises more but loses
+#: mIoU on the small CNN at every layer (docs/evidence.rst, benchmarks/quality.py).
 DEFAULT_TRUNCATION = GradientTruncation("soft", quantile=0.90)
 
 #: :class:`ShallowCAM`'s fusion for the ``"localisation"`` task (its constructor
