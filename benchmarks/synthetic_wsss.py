@@ -3,7 +3,9 @@ test metrics and, with ``--cams``, the IRN mIoU of baseline CAMs per stage.
 
 Two sets (docs/segmentation.rst): ``shapes`` (64 px primitive shapes, a small
 CNN trained from scratch) and ``composite`` (128 px real silhouettes textured
-with photos, EfficientNet-Lite0 fine-tuned from its ImageNet weights).
+with photos, EfficientNet-Lite0 fine-tuned from its ImageNet weights); and a
+held-out variant of each (``shapes-heldout``, ``composite-heldout``: other
+scenes and another classifier), which no default is chosen on.
 
 Usage::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -60,6 +63,15 @@ QUICK: dict[str, Configs] = {
         FineTuneConfig(epochs=2, batch_size=32),
     ),
 }
+# Held-out checks, never used to choose a default: other scenes (generator seed 1)
+# and another classifier (training seed 1; the shapes CNN also wider).
+BENCHMARK["shapes-heldout"] = (SyntheticConfig(seed=1), TrainConfig(width=24, seed=1))
+BENCHMARK["composite-heldout"] = (CompositeConfig(seed=1), FineTuneConfig(seed=1))
+QUICK["shapes-heldout"] = (replace(QUICK["shapes"][0], seed=1), replace(QUICK["shapes"][1], seed=1))
+QUICK["composite-heldout"] = (
+    replace(QUICK["composite"][0], seed=1),
+    replace(QUICK["composite"][1], seed=1),
+)
 # Kept for scripts that read the shapes set's configurations by name.
 BENCHMARK_DATA, BENCHMARK_TRAIN = BENCHMARK["shapes"]
 QUICK_DATA, QUICK_TRAIN = QUICK["shapes"]
