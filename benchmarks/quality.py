@@ -157,6 +157,27 @@ class Config:
         """How many optional parts it turns on (for the rule's tie-break)."""
         return int(self.forward != "none") + int(self.propagation != "none")
 
+    @classmethod
+    def parse(cls, key: str) -> Config:
+        """The configuration whose :attr:`key` this is (as a ``--dump`` file stores it)."""
+        return cls(*(part.strip() for part in key.split("|")))
+
+    @property
+    def truncation(self) -> Trunc:
+        return dict(FORWARD)[self.forward]
+
+    @property
+    def fusion_args(self) -> tuple[Fusion, float | None]:
+        """``(fusion, gamma)`` of its fusion label."""
+        _label, fusion, gamma = next(f for f in FUSIONS if f[0] == self.fusion)
+        return fusion, gamma
+
+    @property
+    def propagation_args(self) -> tuple[Any, str | None]:
+        """``(propagation, gates label)`` of its propagation label."""
+        _label, propagation, gates = next(p for p in PROPAGATION if p[0] == self.propagation)
+        return propagation, gates
+
 
 def build_configs(quick: bool) -> list[Config]:
     fusions = QUICK_FUSIONS if quick else FUSIONS
@@ -205,10 +226,9 @@ def layer_tensors(
 
 def config_maps(config: Config, tensors: list[tuple[Tensor, Tensor]]) -> Tensor:
     """The config's fused map from cached layer tensors: what ShallowCAM computes."""
-    trunc = dict(FORWARD)[config.forward]
-    _label, fusion, gamma = next(f for f in FUSIONS if f[0] == config.fusion)
+    trunc = config.truncation
     maps = [LayerCAM.layer_attribution(g, a, trunc, relu_attributions=True) for g, a in tensors]
-    return fuse_maps(maps, None, fusion, gamma)
+    return fuse_maps(maps, None, *config.fusion_args)
 
 
 def single_key(index: int, label: str) -> str:
@@ -314,12 +334,12 @@ class Scores:
 
 def shallowcam_of(config: Config, model: nn.Module, layers: list[nn.Module]) -> ShallowCAM:
     """The end-to-end ShallowCAM that computes ``config``'s map."""
-    _label, propagation, gates = next(p for p in PROPAGATION if p[0] == config.propagation)
-    _f, fusion, gamma = next(f for f in FUSIONS if f[0] == config.fusion)
+    propagation, gates = config.propagation_args
+    fusion, gamma = config.fusion_args
     return ShallowCAM(
         model,
         layers,
-        truncation=dict(FORWARD)[config.forward],
+        truncation=config.truncation,
         fusion=fusion,
         gamma=gamma,
         propagation=propagation,
@@ -645,17 +665,17 @@ def task_defaults_of(choice: dict[str, Any]) -> dict[str, TaskDefaults]:
     for task in TASK_DEFAULTS:
         entry = choice[task]
         config = entry["config"]
-        if isinstance(config, str):  # as a --dump file stores it
-            config = Config(*(part.strip() for part in config.split("|")))
-        _label, propagation, gates = next(p for p in PROPAGATION if p[0] == config.propagation)
-        _f, fusion, gamma = next(f for f in FUSIONS if f[0] == config.fusion)
+        if isinstance(config, str):
+            config = Config.parse(config)
+        propagation, gates = config.propagation_args
+        fusion, gamma = config.fusion_args
         if gamma is not None or gates == "blocks":
             raise ValueError(f"{config.key} has no TaskDefaults form (gamma or block gates)")
         out[task] = TaskDefaults(
             fusion=fusion,
-            truncation=dict(FORWARD)[config.forward],
+            truncation=config.truncation,
             propagation=propagation,
-            gates=gates or "layers",  # type: ignore[arg-type]
+            gates=gates or "layers",
             threshold=round(float(entry["threshold"]), 2),
         )
     return out

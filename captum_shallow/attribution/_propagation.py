@@ -155,7 +155,11 @@ def describe_gates(
 def has_relu_modules(forward_func: Callable[..., Any]) -> bool:
     """Whether ``gates="relu"`` / ``"relu-below"`` can find gates in this model."""
     model = _model_of(forward_func)
-    return model is not None and any(isinstance(m, RELU_FAMILY) for m in model.modules())
+    return model is not None and bool(_relu_family(model))
+
+
+def _relu_family(model: Module) -> list[Module]:
+    return [module for module in model.modules() if isinstance(module, RELU_FAMILY)]
 
 
 def relu_modules(forward_func: Callable[..., Any], keyword: str = "relu") -> list[Module]:
@@ -166,7 +170,7 @@ def relu_modules(forward_func: Callable[..., Any], keyword: str = "relu") -> lis
             f"gates={keyword!r} needs forward_func to be a torch.nn.Module (or its bound "
             "method) to find its ReLU-family modules; pass the gate modules instead"
         )
-    found = [module for module in model.modules() if isinstance(module, RELU_FAMILY)]
+    found = _relu_family(model)
     if not found:
         raise ValueError(
             f"gates={keyword!r}: the model {type(model).__name__} has no ReLU-family module "
