@@ -297,23 +297,52 @@ def test_structure_refuses_a_model_without_spatial_layers() -> None:
         layer_preset(mlp, 8)
 
 
+class _ReadsValues(nn.Module):
+    """A CNN whose forward reads a value: the probe runs it for real, not on meta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _plain_cnn()[:3]
+        self.fc = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if float(x.abs().max()) > 1e6:  # a value a meta tensor does not have
+            x = x.clamp(max=1e6)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("model_class", [_plain_cnn, _ReadsValues])
+def test_the_probe_keeps_every_modules_mode_and_the_batch_norm_statistics(
+    model_class: type,
+) -> None:
+    torch.manual_seed(0)
+    model = model_class().train()
+    frozen = model.features[0][1] if isinstance(model, _ReadsValues) else model[0][1]
+    frozen.eval()  # a frozen batch norm inside a training model
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))  # statistics away from their initial values
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [
+        (n.running_mean.clone(), n.running_var.clone(), int(n.num_batches_tracked)) for n in norms
+    ]
+    modes = [m.training for m in model.modules()]
+    assert modes.count(False) == 1
+
+    layer_preset(model, 32)
+
+    assert [m.training for m in model.modules()] == modes
+    for norm, (mean, var, count) in zip(norms, before, strict=True):
+        assert torch.equal(norm.running_mean, mean)
+        assert torch.equal(norm.running_var, var)
+        assert int(norm.num_batches_tracked) == count
+
+
 def test_structure_falls_back_to_a_real_pass_where_meta_cannot_run() -> None:
-    class ReadsValues(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = _plain_cnn()[:3]
-            self.fc = nn.Linear(32, 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.features(x)
-            if float(x.abs().max()) > 1e6:  # a value a meta tensor does not have
-                x = x.clamp(max=1e6)
-            return self.fc(x.mean(dim=(2, 3)))
-
     # A meta pass cannot run it.
     with pytest.raises(RuntimeError, match="meta tensors"), torch.device("meta"), torch.no_grad():
-        ReadsValues()(torch.zeros(1, 3, 8, 8))
-    model = ReadsValues().eval()
+        _ReadsValues()(torch.zeros(1, 3, 8, 8))
+    model = _ReadsValues().eval()
     assert layer_preset(model, 32).layers == ("features.0", "features.1", "features.2")
 
 

@@ -128,7 +128,8 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
     must pass the module. A ViT's resolution never changes, so its layers are
     blocks at four depths instead. The pass runs on the ``meta`` device where
     the model allows it (no weights read, any dtype), else for real in the
-    model's dtype on its device, under eval mode (the mode is restored).
+    model's dtype on its device, under eval mode (every module's mode is
+    restored; batch-norm statistics are never updated).
 
     Args:
         model (nn.Module): The model; its first convolution's ``in_channels``

@@ -105,7 +105,8 @@ def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
     """Run a blank image through ``model`` with every module hooked.
 
     Args:
-        model (nn.Module): The model; its mode is restored afterwards.
+        model (nn.Module): The model; it runs in eval mode, and each module's
+            mode is restored afterwards.
         input_size (tuple[int, int]): The image's ``(H, W)``.
 
     Returns:
@@ -317,7 +318,8 @@ def _probe(model: nn.Module, image: Tensor, *, meta: bool) -> Probe:
 
     image.requires_grad_(True)
     handles = [module.register_forward_hook(hook) for module in names]
-    was_training = model.training
+    # Each module's own mode: a training model may hold frozen (eval) batch norms.
+    modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
         # The probe is ours: warnings about a blank image are not the user's.
@@ -334,7 +336,8 @@ def _probe(model: nn.Module, image: Tensor, *, meta: bool) -> Probe:
             else:
                 output = model(image)
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
         for handle in handles:
             handle.remove()
     output = _first_tensor(output)
