@@ -390,3 +390,25 @@ def test_presets_and_from_model_work_for_half_precision_models(dtype: torch.dtyp
         assert fused.dtype is dtype
         assert bool(fused.isfinite().all())
         torch.testing.assert_close(fused.float(), reference, atol=0.1, rtol=0)
+
+
+def test_a_compiled_model_is_probed_uncompiled_and_its_layers_keep_their_prefix() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=4).eval()
+    graphs: list[object] = []
+
+    def backend(graph: torch.fx.GraphModule, example_inputs: object) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = torch.compile(model, backend=backend)
+    preset = layer_preset(compiled, 64)
+    assert graphs == []  # nothing was compiled for the probe
+    eager = layer_preset(model, 64)
+    assert preset.layers == tuple(f"_orig_mod.{name}" for name in eager.layers)
+    assert (preset.strides, preset.map_sizes) == (eager.strides, eager.map_sizes)
+    assert resolve_layers(compiled, [preset.last]) == [model.layer4]
+    inputs = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    expected = ShallowCAM.from_model(model, 64).attribute(inputs, target=[1, 3])
+    got = ShallowCAM.from_model(compiled, 64).attribute(inputs, target=[1, 3])
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

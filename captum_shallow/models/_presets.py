@@ -16,7 +16,7 @@ several times, while Captum keeps only a module's last call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -129,7 +129,9 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
     blocks at four depths instead. The pass runs on the ``meta`` device where
     the model allows it (no weights read, any dtype), else for real in the
     model's dtype on its device, under eval mode (every module's mode is
-    restored; batch-norm statistics are never updated).
+    restored; batch-norm statistics are never updated). A model compiled with
+    ``torch.compile`` is probed through the module it wraps, uncompiled; its
+    layers are named ``_orig_mod.<name>``, as in its ``named_modules()``.
 
     Args:
         model (nn.Module): The model; its first convolution's ``in_channels``
@@ -152,6 +154,13 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
         >>> preset.layers, preset.strides
         (('relu', 'layer1', 'layer2', 'layer3', 'layer4'), (2, 4, 8, 16, 32))
     """
+    compiled = getattr(model, "_orig_mod", None)
+    if isinstance(compiled, nn.Module):
+        # torch.compile's wrapper: probing it would compile (and recompile) the probe.
+        # Probe the module it wraps; the names keep the prefix that model.named_modules()
+        # gives, so that resolve_layers(model, ...) finds them.
+        preset = layer_preset(compiled, input_size)
+        return replace(preset, layers=tuple(f"_orig_mod.{name}" for name in preset.layers))
     if input_size is None:
         default = getattr(model, "input_image_size", None) or getattr(model, "image_size", None)
         input_size = int(default) if isinstance(default, int) else 224
