@@ -346,28 +346,53 @@ def test_structure_falls_back_to_a_real_pass_where_meta_cannot_run() -> None:
     assert layer_preset(model, 32).layers == ("features.0", "features.1", "features.2")
 
 
+class _TwoInputs(nn.Module):
+    """A CNN whose forward takes a mask after the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _plain_cnn()[:3]
+        self.fc = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x * mask).mean(dim=(2, 3)))
+
+
 def test_structure_says_what_to_do_when_the_model_cannot_run_a_blank_image() -> None:
-    class TwoInputs(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3)
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return self.conv(x * mask)
-
     with pytest.raises(ValueError, match="cannot find the layers") as caught:
-        layer_preset(TwoInputs(), 16)
+        layer_preset(_TwoInputs(), 16)
     message = str(caught.value)
     assert message.startswith(
-        "cannot find the layers of TwoInputs: its forward pass on a blank 1x3x16x16 "
+        "cannot find the layers of _TwoInputs: its forward pass on a blank 1x3x16x16 "
         "float32 image on cpu failed ("
     )
     assert "'mask'" in message
     assert message.endswith(
-        "pass input_size= the model's input size, or name the layers yourself "
-        "(see model.named_modules())"
+        "pass input_size= the model's input size, additional_forward_args= the arguments "
+        "it takes after the image, or name the layers yourself (see model.named_modules())"
     )
     assert "\n" not in message
+
+
+def test_structure_passes_additional_forward_args_to_the_probe() -> None:
+    torch.manual_seed(0)
+    model = _TwoInputs().eval()
+    mask = torch.ones(1, 1, 32, 32)
+    preset = layer_preset(model, 32, additional_forward_args=mask)
+    assert preset.layers == ("features.0", "features.1", "features.2")
+    assert preset.strides == (1, 2, 4)
+    inputs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(32) < 16).float().expand(2, 1, 32, 32)  # the right half masked out
+    cam = ShallowCAM.from_model(model, 32, additional_forward_args=(mask,), fusion="max")
+    assert [n for n, m in model.named_modules() if any(m is c for c in cam.layers)] == [
+        "features.2"
+    ]
+    fused = cam.attribute(inputs, target=[0, 1], additional_forward_args=(mask,))
+    explicit = ShallowCAM(model, [model.features[2]], fusion="max")
+    expected = explicit.attribute(inputs, target=[0, 1], additional_forward_args=(mask,))
+    torch.testing.assert_close(fused, expected, rtol=0, atol=0)
+    unmasked = explicit.attribute(inputs, target=[0, 1], additional_forward_args=torch.ones(1))
+    assert float((fused - unmasked).abs().max()) > 0.1  # the mask reached the forward pass
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
+from captum._utils.common import _format_additional_forward_args
 from torch import nn
 
 from ._errors import unknown_name
@@ -117,7 +119,11 @@ class LayerPreset:
         return self.map_sizes[self.layers.index(layer)]
 
 
-def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = None) -> LayerPreset:
+def layer_preset(
+    model: nn.Module,
+    input_size: int | tuple[int, int] | None = None,
+    additional_forward_args: Any = None,
+) -> LayerPreset:
     """The stage outputs of any model whose layers produce maps, shallow to deep.
 
     One forward pass of a blank image, hooked at every module, keeps per
@@ -139,6 +145,10 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
         input_size (int or tuple[int, int], optional): The input size to measure
             strides at.
             Default: ``model.input_image_size`` or ``model.image_size`` if set, else 224
+        additional_forward_args (Any, optional): What the model takes after the
+            image, as for ``attribute()`` (a tuple for several arguments); the
+            probe passes it with its one-image batch.
+            Default: None
 
     Returns:
         LayerPreset: The layers, their strides, channels, layouts and map sizes.
@@ -159,7 +169,7 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
         # torch.compile's wrapper: probing it would compile (and recompile) the probe.
         # Probe the module it wraps; the names keep the prefix that model.named_modules()
         # gives, so that resolve_layers(model, ...) finds them.
-        preset = layer_preset(compiled, input_size)
+        preset = layer_preset(compiled, input_size, additional_forward_args)
         return replace(preset, layers=tuple(f"_orig_mod.{name}" for name in preset.layers))
     if input_size is None:
         default = getattr(model, "input_image_size", None) or getattr(model, "image_size", None)
@@ -167,7 +177,7 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     size = (int(size[0]), int(size[1]))
     family, allowed = _known_stages(model)
-    probe = probe_model(model, size)
+    probe = probe_model(model, size, _format_additional_forward_args(additional_forward_args) or ())
     stages = stage_outputs(probe, allowed)
     if not stages:
         raise ValueError(
