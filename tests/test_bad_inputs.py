@@ -553,6 +553,18 @@ def test_a_layer_silenced_by_a_compiled_forward_says_what_to_do() -> None:
         LayerCAM(forward, model[0]).attribute(inputs, target=0)
 
 
+def test_a_models_own_assertion_is_not_reported_as_a_layer_that_did_not_run() -> None:
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32).eval()
+    layer = vit.encoder.layers.encoder_layer_1.ln_1
+    # Its position embeddings fix the input size: torch._assert raises AssertionError.
+    with pytest.raises(AssertionError, match="Wrong image height! Expected 32 but got 64!"):
+        LayerCAM(vit, layer, reshape="auto").attribute(torch.rand(1, 3, 64, 64), target=0)
+    with pytest.raises(AssertionError, match="Wrong image height"):
+        ShallowCAM.from_model(vit).attribute(torch.rand(1, 3, 64, 64), target=0)
+
+
 # --- 13. a labels CSV with a byte-order mark --------------------------------------------
 
 

@@ -206,6 +206,42 @@ def test_explain_runs_a_vision_transformer_from_a_weights_file(
     assert message == "vit_b_16 takes 224 px inputs only; drop --input-size 64"
 
 
+@pytest.mark.slow
+def test_explain_runs_a_swin_transformer_from_a_weights_file(
+    tmp_path: Path, photos: dict[str, Path]
+) -> None:
+    torch.manual_seed(0)
+    model = build_model("swin_t", num_classes=5)
+    nn.init.normal_(model.head.weight, std=0.05)
+    weights = tmp_path / "swin_t.pt"
+    torch.save(model.state_dict(), weights)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "explain", str(photos["chelsea"]), "--arch", "swin_t", "--weights", str(weights),
+            "--target", "3", "--input-size", "64", "--save-maps", "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    model = build_model("swin_t", weights=weights)
+    preset = layer_preset(model, 64)
+    # Channels-last stages, then the final norm's permute back to channels first.
+    assert preset.fusion == ("features.1", "features.3", "features.5", "permute")
+    assert preset.layouts == ("NHWC", "NHWC", "NHWC", "NCHW")
+    cam = ShallowCAM.from_model(model, 64)
+    inputs = preprocess(read_image(photos["chelsea"]), 64).unsqueeze(0)
+    fused, layer_maps = cam.attribute(inputs, target=3, return_layer_maps=True)
+    with np.load(out / "chelsea.maps.npz") as saved:
+        assert saved["layers"].tolist() == list(preset.fusion)
+        assert saved["fused"].shape == (16, 16)
+        assert saved["fused"].max() == pytest.approx(1.0)
+        np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
+        shapes = [saved[f"layer_{k}"].shape for k in range(4)]
+        assert shapes == [(16, 16), (8, 8), (4, 4), (2, 2)]
+        for k, layer_map in enumerate(layer_maps):
+            np.testing.assert_allclose(saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4)
+
+
 # --- user errors: exit code 2, one line, nothing written ------------------------------
 
 

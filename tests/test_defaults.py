@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -216,3 +217,42 @@ def test_task_relu_gates_on_a_model_without_relu_modules_warn_and_turn_propagati
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ShallowCAM(seq, [seq[0], seq[2]], task="segmentation").gates == "relu-below"
+
+
+def _tiny_vit() -> nn.Module:
+    from torchvision.models import VisionTransformer
+
+    vit = VisionTransformer(32, 8, num_layers=4, num_heads=2, hidden_dim=16, mlp_dim=32)
+    nn.init.normal_(vit.heads.head.weight, std=0.05)  # torchvision's head starts at zero
+    return vit.eval()
+
+
+def _swin_t() -> nn.Module:
+    from torchvision.models import swin_t
+
+    return swin_t(num_classes=5).eval()
+
+
+@pytest.mark.parametrize(("make", "size"), [(_tiny_vit, 32), (_swin_t, 64)])
+def test_task_relu_gates_act_at_the_gelu_modules_of_transformers(
+    make: Callable[[], nn.Module], size: int
+) -> None:
+    torch.manual_seed(0)
+    model = make()
+    assert any(isinstance(m, nn.GELU) for m in model.modules())
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    inputs = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    for task in ("localisation", "segmentation"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # GELU is in the ReLU family: no warning
+            cam = ShallowCAM.from_model(model, size, task=task)
+        assert cam.gates == task_defaults(task).gates
+        fused, maps = cam.attribute(inputs, target=[1, 2], return_layer_maps=True)
+        ungated = ShallowCAM.from_model(model, size, task=task, propagation=None)
+        _, plain = ungated.attribute(inputs, target=[1, 2], return_layer_maps=True)
+        assert bool(fused.isfinite().all())
+        assert float(fused.amin()) >= 0
+        torch.testing.assert_close(fused.amax(dim=(2, 3)), torch.ones(2, 1))
+        # Gates act only below the deepest layer, whose map is the ungated one.
+        torch.testing.assert_close(maps[-1], plain[-1], rtol=0, atol=0)
+        assert float((maps[0] - plain[0]).abs().max()) > 1e-3 * float(plain[0].max())

@@ -297,48 +297,102 @@ def test_structure_refuses_a_model_without_spatial_layers() -> None:
         layer_preset(mlp, 8)
 
 
+class _ReadsValues(nn.Module):
+    """A CNN whose forward reads a value: the probe runs it for real, not on meta."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _plain_cnn()[:3]
+        self.fc = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        if float(x.abs().max()) > 1e6:  # a value a meta tensor does not have
+            x = x.clamp(max=1e6)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("model_class", [_plain_cnn, _ReadsValues])
+def test_the_probe_keeps_every_modules_mode_and_the_batch_norm_statistics(
+    model_class: type,
+) -> None:
+    torch.manual_seed(0)
+    model = model_class().train()
+    frozen = model.features[0][1] if isinstance(model, _ReadsValues) else model[0][1]
+    frozen.eval()  # a frozen batch norm inside a training model
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))  # statistics away from their initial values
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [
+        (n.running_mean.clone(), n.running_var.clone(), int(n.num_batches_tracked)) for n in norms
+    ]
+    modes = [m.training for m in model.modules()]
+    assert modes.count(False) == 1
+
+    layer_preset(model, 32)
+
+    assert [m.training for m in model.modules()] == modes
+    for norm, (mean, var, count) in zip(norms, before, strict=True):
+        assert torch.equal(norm.running_mean, mean)
+        assert torch.equal(norm.running_var, var)
+        assert int(norm.num_batches_tracked) == count
+
+
 def test_structure_falls_back_to_a_real_pass_where_meta_cannot_run() -> None:
-    class ReadsValues(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.features = _plain_cnn()[:3]
-            self.fc = nn.Linear(32, 2)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.features(x)
-            if float(x.abs().max()) > 1e6:  # a value a meta tensor does not have
-                x = x.clamp(max=1e6)
-            return self.fc(x.mean(dim=(2, 3)))
-
     # A meta pass cannot run it.
     with pytest.raises(RuntimeError, match="meta tensors"), torch.device("meta"), torch.no_grad():
-        ReadsValues()(torch.zeros(1, 3, 8, 8))
-    model = ReadsValues().eval()
+        _ReadsValues()(torch.zeros(1, 3, 8, 8))
+    model = _ReadsValues().eval()
     assert layer_preset(model, 32).layers == ("features.0", "features.1", "features.2")
 
 
+class _TwoInputs(nn.Module):
+    """A CNN whose forward takes a mask after the image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = _plain_cnn()[:3]
+        self.fc = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x * mask).mean(dim=(2, 3)))
+
+
 def test_structure_says_what_to_do_when_the_model_cannot_run_a_blank_image() -> None:
-    class TwoInputs(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3)
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return self.conv(x * mask)
-
     with pytest.raises(ValueError, match="cannot find the layers") as caught:
-        layer_preset(TwoInputs(), 16)
+        layer_preset(_TwoInputs(), 16)
     message = str(caught.value)
     assert message.startswith(
-        "cannot find the layers of TwoInputs: its forward pass on a blank 1x3x16x16 "
+        "cannot find the layers of _TwoInputs: its forward pass on a blank 1x3x16x16 "
         "float32 image on cpu failed ("
     )
     assert "'mask'" in message
     assert message.endswith(
-        "pass input_size= the model's input size, or name the layers yourself "
-        "(see model.named_modules())"
+        "pass input_size= the model's input size, additional_forward_args= the arguments "
+        "it takes after the image, or name the layers yourself (see model.named_modules())"
     )
     assert "\n" not in message
+
+
+def test_structure_passes_additional_forward_args_to_the_probe() -> None:
+    torch.manual_seed(0)
+    model = _TwoInputs().eval()
+    mask = torch.ones(1, 1, 32, 32)
+    preset = layer_preset(model, 32, additional_forward_args=mask)
+    assert preset.layers == ("features.0", "features.1", "features.2")
+    assert preset.strides == (1, 2, 4)
+    inputs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(32) < 16).float().expand(2, 1, 32, 32)  # the right half masked out
+    cam = ShallowCAM.from_model(model, 32, additional_forward_args=(mask,), fusion="max")
+    assert [n for n, m in model.named_modules() if any(m is c for c in cam.layers)] == [
+        "features.2"
+    ]
+    fused = cam.attribute(inputs, target=[0, 1], additional_forward_args=(mask,))
+    explicit = ShallowCAM(model, [model.features[2]], fusion="max")
+    expected = explicit.attribute(inputs, target=[0, 1], additional_forward_args=(mask,))
+    torch.testing.assert_close(fused, expected, rtol=0, atol=0)
+    unmasked = explicit.attribute(inputs, target=[0, 1], additional_forward_args=torch.ones(1))
+    assert float((fused - unmasked).abs().max()) > 0.1  # the mask reached the forward pass
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -361,3 +415,25 @@ def test_presets_and_from_model_work_for_half_precision_models(dtype: torch.dtyp
         assert fused.dtype is dtype
         assert bool(fused.isfinite().all())
         torch.testing.assert_close(fused.float(), reference, atol=0.1, rtol=0)
+
+
+def test_a_compiled_model_is_probed_uncompiled_and_its_layers_keep_their_prefix() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=4).eval()
+    graphs: list[object] = []
+
+    def backend(graph: torch.fx.GraphModule, example_inputs: object) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = torch.compile(model, backend=backend)
+    preset = layer_preset(compiled, 64)
+    assert graphs == []  # nothing was compiled for the probe
+    eager = layer_preset(model, 64)
+    assert preset.layers == tuple(f"_orig_mod.{name}" for name in eager.layers)
+    assert (preset.strides, preset.map_sizes) == (eager.strides, eager.map_sizes)
+    assert resolve_layers(compiled, [preset.last]) == [model.layer4]
+    inputs = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    expected = ShallowCAM.from_model(model, 64).attribute(inputs, target=[1, 3])
+    got = ShallowCAM.from_model(compiled, 64).attribute(inputs, target=[1, 3])
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)

@@ -54,8 +54,11 @@ class _ChannelsLastNet(nn.Module):
         return self.head(maps.square().mean(dim=(1, 2)))
 
 
-def _manual_maps(model: nn.Module, layer: nn.Module, inputs: Tensor, target: list[int]) -> tuple:
-    """The layer's output and gradient by plain autograd, as (N, C, h, w) grids."""
+def _manual_maps(
+    model: nn.Module, layer: nn.Module, inputs: Tensor, target: list[int], prefix: int = 1
+) -> tuple:
+    """The layer's output and gradient by plain autograd, as (N, C, h, w) grids (tokens
+    without their ``prefix`` first ones, channels-last maps permuted)."""
     saved = {}
     handle = layer.register_forward_hook(lambda m, i, o: saved.update(out=o))
     output = model(inputs)
@@ -63,8 +66,8 @@ def _manual_maps(model: nn.Module, layer: nn.Module, inputs: Tensor, target: lis
     score = output[torch.arange(len(target)), target].sum()
     (gradient,) = torch.autograd.grad(score, saved["out"])
     activation = saved["out"].detach()
-    if activation.dim() == 3:  # tokens: drop the class token
-        activation, gradient = activation[:, 1:], gradient[:, 1:]
+    if activation.dim() == 3:  # tokens: drop the class token (and registers)
+        activation, gradient = activation[:, prefix:], gradient[:, prefix:]
         side = int(activation.shape[1] ** 0.5)
         activation, gradient = (t.unflatten(1, (side, side)) for t in (activation, gradient))
     return activation.permute(0, 3, 1, 2), gradient.permute(0, 3, 1, 2)
@@ -237,3 +240,126 @@ def test_auto_reshape_reads_each_tensor_of_a_tuple_output_by_its_own_shape() -> 
     assert float(from_tokens.max()) > 0
     assert float(from_grid.max()) > 0
     assert not torch.equal(from_tokens, from_grid)
+
+
+class _Block(nn.Module):
+    """A pre-norm transformer block, as timm writes it."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class _RegisterViT(nn.Module):
+    """A timm-like ViT with a class token and 4 register tokens: blocks return
+    (N, 1 + 4 + 16, C) for a 32 x 32 input in 8-pixel patches."""
+
+    def __init__(self, registers: int = 4, depth: int = 4, dim: int = 16) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, 8, 8)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.reg_token = nn.Parameter(torch.randn(1, registers, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 16, dim) * 0.1)
+        self.blocks = nn.Sequential(*[_Block(dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        prefix = [self.cls_token.expand(len(x), -1, -1), self.reg_token.expand(len(x), -1, -1)]
+        tokens = self.norm(self.blocks(torch.cat([*prefix, tokens], dim=1)))
+        return self.head(tokens[:, 0])
+
+
+def test_a_vit_with_register_tokens_gets_its_blocks_and_drops_class_and_registers() -> None:
+    from captum_shallow.models import layer_preset
+
+    torch.manual_seed(0)
+    model = _RegisterViT().eval()
+    preset = layer_preset(model, 32)
+    assert preset.layers == tuple(f"blocks.{i}.norm1" for i in range(4))
+    assert (preset.layouts, preset.strides) == (("tokens",) * 4, (8, 8, 8, 8))
+    assert preset.map_sizes == ((4, 4),) * 4
+    assert preset.reshape == "auto"
+    inputs, target = torch.randn(2, 3, 32, 32), [1, 4]
+    layer = model.blocks[2].norm1
+    # The 5 prefix tokens dropped, the 16 patch tokens row-major on a 4 x 4 grid.
+    activation, gradient = _manual_maps(model, layer, inputs, target, prefix=5)
+    assert activation.shape == (2, 16, 4, 4)
+    expected = (gradient.clamp(min=0) * activation).sum(1, keepdim=True).clamp(min=0)
+    assert float(expected.max()) > 0
+    ours = LayerCAM(model, layer, reshape="auto").attribute(inputs, target=target)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    fused, maps = ShallowCAM.from_model(model, 32).attribute(
+        inputs, target=target, return_layer_maps=True
+    )
+    torch.testing.assert_close(maps[2], ours)
+    assert fused.shape == (2, 1, 4, 4)
+
+
+class _ChannelsLastConvNeXt(nn.Module):
+    """A ConvNeXt whose whole trunk is channels last, downsampled by
+    LayerNorm-then-convolution modules inside the next stage."""
+
+    class Block(nn.Module):
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+            self.norm = nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+        def forward(self, x: Tensor) -> Tensor:
+            y = self.dwconv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            return x + self.mlp(self.norm(y))
+
+    class Down(nn.Module):
+        def __init__(self, dim: int, out: int) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(dim)
+            self.conv = nn.Conv2d(dim, out, 2, 2)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.conv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        block, down = self.Block, self.Down
+        self.stem = nn.Conv2d(3, 8, 4, 4)
+        self.stages = nn.Sequential(
+            nn.Sequential(block(8), block(8)),
+            nn.Sequential(down(8, 16), block(16)),
+            nn.Sequential(down(16, 32), block(32)),
+        )
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.stages(self.stem(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+
+
+def test_a_channels_last_convnext_gets_its_stages_as_nhwc_maps() -> None:
+    from captum_shallow.models import layer_preset
+
+    torch.manual_seed(0)
+    model = _ChannelsLastConvNeXt().eval()
+    preset = layer_preset(model, 64)
+    # Each stage's output; the downsamplers belong to the next stage.
+    assert preset.layers == ("stages.0", "stages.1", "stages.2")
+    assert (preset.layouts, preset.strides) == (("NHWC",) * 3, (4, 8, 16))
+    assert (preset.channels, preset.map_sizes) == ((8, 16, 32), ((16, 16), (8, 8), (4, 4)))
+    inputs = torch.randn(2, 3, 64, 64)
+    _, maps = ShallowCAM.from_model(model, 64).attribute(
+        inputs, target=[0, 3], return_layer_maps=True
+    )
+    for layer, layer_map in zip(model.stages, maps, strict=True):
+        activation, gradient = _manual_maps(model, layer, inputs, [0, 3])
+        expected = (gradient.clamp(min=0) * activation).sum(1, keepdim=True).clamp(min=0)
+        assert float(expected.max()) > 0
+        torch.testing.assert_close(layer_map, expected, rtol=1e-5, atol=1e-7)

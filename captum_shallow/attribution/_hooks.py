@@ -207,8 +207,14 @@ def layer_gradients_and_activations(
                 "model.layer1[0] for a torchvision ResNet)"
             )
 
+    model_raised: list[BaseException] = []
+
     def checked_forward(*args: Any, **kwargs: Any) -> Any:
-        output = forward_func(*args, **kwargs)
+        try:
+            output = forward_func(*args, **kwargs)
+        except BaseException as error:
+            model_raised.append(error)
+            raise
         check_target(output, target)
         return output
 
@@ -236,7 +242,9 @@ def layer_gradients_and_activations(
             )
     except (AssertionError, StopIteration, KeyError) as error:
         silent = [layer for layer in layers if not calls[layer]]
-        if silent:
+        # The model's own assertion (torch._assert: "Wrong image height!") is its
+        # message, not a sign that a layer is not called.
+        if silent and not model_raised:
             names = ", ".join(repr(layer_name(forward_func, layer)) for layer in silent)
             raise ValueError(
                 f"layer {names} did not run during the forward pass; pick a module that the "

@@ -327,6 +327,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         input_size: int | tuple[int, int] | None = None,
         *,
         task: Task = "localisation",
+        additional_forward_args: Any = None,
         **kwargs: Any,
     ) -> ShallowCAM:
         r"""A :class:`ShallowCAM` with the measured defaults of ``task`` for any model with maps.
@@ -352,6 +353,10 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 which the preset measures strides.
                 Default: None (the model's ``input_image_size`` or
                 ``image_size``, else 224)
+            additional_forward_args (Any, optional): What the model takes after
+                the image, for the one forward pass that finds the layers (pass
+                it to :meth:`attribute` too).
+                Default: None
             **kwargs: Other arguments of :class:`ShallowCAM` (``method``,
                 ``truncation``, ``fusion``, ``gamma``, ``propagation``,
                 ``gates``, ``device_ids``, ``reshape``).
@@ -374,7 +379,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         # Imported here: the core does not need the models subpackage otherwise.
         from ..models import layer_preset, resolve_layers
 
-        preset = layer_preset(model, input_size)
+        preset = layer_preset(model, input_size, additional_forward_args)
         kwargs.setdefault("reshape", preset.reshape)
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 

@@ -16,8 +16,10 @@ several times, while Captum keeps only a module's last call.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
+from captum._utils.common import _format_additional_forward_args
 from torch import nn
 
 from ._errors import unknown_name
@@ -117,7 +119,11 @@ class LayerPreset:
         return self.map_sizes[self.layers.index(layer)]
 
 
-def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = None) -> LayerPreset:
+def layer_preset(
+    model: nn.Module,
+    input_size: int | tuple[int, int] | None = None,
+    additional_forward_args: Any = None,
+) -> LayerPreset:
     """The stage outputs of any model whose layers produce maps, shallow to deep.
 
     One forward pass of a blank image, hooked at every module, keeps per
@@ -128,7 +134,10 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
     must pass the module. A ViT's resolution never changes, so its layers are
     blocks at four depths instead. The pass runs on the ``meta`` device where
     the model allows it (no weights read, any dtype), else for real in the
-    model's dtype on its device, under eval mode (the mode is restored).
+    model's dtype on its device, under eval mode (every module's mode is
+    restored; batch-norm statistics are never updated). A model compiled with
+    ``torch.compile`` is probed through the module it wraps, uncompiled; its
+    layers are named ``_orig_mod.<name>``, as in its ``named_modules()``.
 
     Args:
         model (nn.Module): The model; its first convolution's ``in_channels``
@@ -136,6 +145,10 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
         input_size (int or tuple[int, int], optional): The input size to measure
             strides at.
             Default: ``model.input_image_size`` or ``model.image_size`` if set, else 224
+        additional_forward_args (Any, optional): What the model takes after the
+            image, as for ``attribute()`` (a tuple for several arguments); the
+            probe passes it with its one-image batch.
+            Default: None
 
     Returns:
         LayerPreset: The layers, their strides, channels, layouts and map sizes.
@@ -151,13 +164,20 @@ def layer_preset(model: nn.Module, input_size: int | tuple[int, int] | None = No
         >>> preset.layers, preset.strides
         (('relu', 'layer1', 'layer2', 'layer3', 'layer4'), (2, 4, 8, 16, 32))
     """
+    compiled = getattr(model, "_orig_mod", None)
+    if isinstance(compiled, nn.Module):
+        # torch.compile's wrapper: probing it would compile (and recompile) the probe.
+        # Probe the module it wraps; the names keep the prefix that model.named_modules()
+        # gives, so that resolve_layers(model, ...) finds them.
+        preset = layer_preset(compiled, input_size, additional_forward_args)
+        return replace(preset, layers=tuple(f"_orig_mod.{name}" for name in preset.layers))
     if input_size is None:
         default = getattr(model, "input_image_size", None) or getattr(model, "image_size", None)
         input_size = int(default) if isinstance(default, int) else 224
     size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
     size = (int(size[0]), int(size[1]))
     family, allowed = _known_stages(model)
-    probe = probe_model(model, size)
+    probe = probe_model(model, size, _format_additional_forward_args(additional_forward_args) or ())
     stages = stage_outputs(probe, allowed)
     if not stages:
         raise ValueError(

@@ -101,12 +101,18 @@ class Probe:
         return 2 ** (call.octave or 0)
 
 
-def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
+def probe_model(
+    model: nn.Module, input_size: tuple[int, int], additional_forward_args: tuple[Any, ...] = ()
+) -> Probe:
     """Run a blank image through ``model`` with every module hooked.
 
     Args:
-        model (nn.Module): The model; its mode is restored afterwards.
+        model (nn.Module): The model; it runs in eval mode, and each module's
+            mode is restored afterwards.
         input_size (tuple[int, int]): The image's ``(H, W)``.
+        additional_forward_args (tuple, optional): Passed to the model after the
+            image (tensors as meta tensors of their shape in the meta pass).
+            Default: ()
 
     Returns:
         Probe: The calls.
@@ -129,18 +135,22 @@ def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
     channels = next((conv.in_channels for conv in convs), 3)
     shape = (1, channels, *input_size)
     try:
-        return _probe(model, torch.zeros(shape, device="meta", dtype=dtype), meta=True)
+        image = torch.zeros(shape, device="meta", dtype=dtype)
+        return _probe(model, image, tuple(map(_on_meta, additional_forward_args)), meta=True)
     except Exception:  # an operation without a meta kernel, or data-dependent Python
         pass
     try:
-        return _probe(model, torch.zeros(shape, device=device, dtype=dtype), meta=False)
+        image = torch.zeros(shape, device=device, dtype=dtype)
+        return _probe(model, image, additional_forward_args, meta=False)
     except Exception as error:  # whatever the model raises: the user must hear what
         reason = " ".join(str(error).split()) or type(error).__name__
+        given = " and additional_forward_args" if additional_forward_args else ""
         raise ValueError(
             f"cannot find the layers of {type(model).__name__}: its forward pass on a blank "
             f"{'x'.join(map(str, shape))} {str(dtype).removeprefix('torch.')} image on "
-            f"{device} failed ({reason}); pass input_size= the model's input size, or name "
-            "the layers yourself (see model.named_modules())"
+            f"{device}{given} failed ({reason}); pass input_size= the model's input size, "
+            "additional_forward_args= the arguments it takes after the image, or name the "
+            "layers yourself (see model.named_modules())"
         ) from None
 
 
@@ -289,7 +299,7 @@ def _first_map_inside(maps: list[ModuleCall], block: ModuleCall) -> ModuleCall:
     return min(inside, key=lambda c: c.end, default=block)
 
 
-def _probe(model: nn.Module, image: Tensor, *, meta: bool) -> Probe:
+def _probe(model: nn.Module, image: Tensor, args: tuple[Any, ...], *, meta: bool) -> Probe:
     names = {module: name for name, module in model.named_modules() if name}
     size = (int(image.shape[-2]), int(image.shape[-1]))
     counts: Counter[str] = Counter()
@@ -317,7 +327,8 @@ def _probe(model: nn.Module, image: Tensor, *, meta: bool) -> Probe:
 
     image.requires_grad_(True)
     handles = [module.register_forward_hook(hook) for module in names]
-    was_training = model.training
+    # Each module's own mode: a training model may hold frozen (eval) batch norms.
+    modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
         # The probe is ours: warnings about a blank image are not the user's.
@@ -330,17 +341,29 @@ def _probe(model: nn.Module, image: Tensor, *, meta: bool) -> Probe:
                         model.named_parameters(), model.named_buffers()
                     )
                 }
-                output = functional_call(model, state, (image,))
+                output = functional_call(model, state, (image, *args))
             else:
-                output = model(image)
+                output = model(image, *args)
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
         for handle in handles:
             handle.remove()
     output = _first_tensor(output)
     if output is None or output.grad_fn is None:
         raise ValueError("the model's output does not depend on its input through autograd")
     return Probe(calls, counts, output.grad_fn, image, size)
+
+
+def _on_meta(value: Any) -> Any:
+    """``value`` with its tensors replaced by meta tensors of their shape and dtype."""
+    if isinstance(value, Tensor):
+        return torch.empty_like(value, device="meta")
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_meta(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _on_meta(item) for key, item in value.items()}
+    return value
 
 
 def _map_layout(tensor: Tensor, size: tuple[int, int]) -> GridLayout | None:
