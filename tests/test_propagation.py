@@ -6,6 +6,7 @@ The oracle is a hand-written chain of ``torch.autograd.grad`` calls whose
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -216,9 +217,12 @@ def test_gates_that_only_see_positive_gradients_change_nothing(images: Tensor) -
 def test_gates_below_the_only_layer_change_nothing(images: Tensor) -> None:
     net = _chain_net()
     plain = LayerHiResCam(net, net[1]).attribute(images, target=TARGET)
-    for gates in ("relu-below", [net[0]]):
-        gated = LayerHiResCam(net, net[1], propagation="positive", gates=gates)
-        torch.testing.assert_close(gated.attribute(images, target=TARGET), plain, rtol=0, atol=0)
+    gated = LayerHiResCam(net, net[1], propagation="positive", gates=[net[0]])
+    torch.testing.assert_close(gated.attribute(images, target=TARGET), plain, rtol=0, atol=0)
+    # The keyword says that it gated nothing, rather than leave the user to find out.
+    below = LayerHiResCam(net, net[1], propagation="positive", gates="relu-below")
+    with pytest.warns(UserWarning, match="with one layer, 'relu-below' has nothing to gate"):
+        torch.testing.assert_close(below.attribute(images, target=TARGET), plain, rtol=0, atol=0)
     above = LayerHiResCam(net, net[1], propagation="positive", gates="relu")
     assert not torch.allclose(above.attribute(images, target=TARGET), plain)
 
@@ -518,3 +522,44 @@ def test_relu_gates_on_in_place_relus_equal_the_same_model_without_in_place(gate
     off = ShallowCAM(plain, resolve_layers(plain, list(layer_preset(plain).fusion)), fusion="mean")
     assert torch.allclose(maps[0], maps[1], atol=1e-6)
     assert not torch.allclose(maps[1], off.attribute(x, target=target), atol=1e-3)
+
+
+class _FunctionalTrunk(nn.Module):
+    """ReLU modules only in the head: the trunk's rectifications are F.relu calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 5))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.head(x.mean((2, 3)))
+
+
+def test_relu_gates_that_change_no_gradient_warn(images: Tensor) -> None:
+    torch.manual_seed(0)
+    net = _FunctionalTrunk().eval()
+    layers = [net.conv1, net.conv2, net.conv3]
+    plain = ShallowCAM(net, layers).attribute(images, target=TARGET)
+    below = ShallowCAM(net, layers, propagation="positive", gates="relu-below")
+    with pytest.warns(
+        UserWarning,
+        match="'relu-below' changed no gradient: no ReLU-family module "
+        "ran between the shallowest and the deepest layer",
+    ):
+        torch.testing.assert_close(below.attribute(images, target=TARGET), plain, rtol=0, atol=0)
+    # Every ReLU call, the head's included, gates: it changes the maps and says nothing.
+    every = ShallowCAM(net, layers, propagation="positive", gates="relu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not torch.allclose(every.attribute(images, target=TARGET), plain)
+        # A model whose ReLU modules run between the layers: no warning either.
+        chain = _chain_net()
+        ShallowCAM(
+            chain, [chain[0], chain[1], chain[2]], propagation="positive", gates="relu-below"
+        ).attribute(images, target=TARGET)

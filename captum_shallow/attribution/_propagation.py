@@ -18,12 +18,17 @@ of that alias.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal, cast
 
+import captum
 import torch
 from torch import Tensor, nn
 from torch.nn import Module
@@ -205,8 +210,23 @@ def propagation_gates(
         run.install(gate_spec, attribute_to_layer_input)
         yield
         run.check_every_gate_ran()
+        run.warn_if_nothing_was_gated()
     finally:
         run.remove()
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this
+    package, Captum and contextlib: the user's call to ``attribute``."""
+    inside = (
+        str(Path(__file__).parents[1]),
+        str(Path(captum.__file__).parent),
+        contextlib.__file__,
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _positive_part(gradient: Tensor) -> Tensor:
@@ -245,12 +265,17 @@ class _GatedRun:
         # forward per device): they tell "below the deepest layer" and "the shallowest".
         self.returned: defaultdict[torch.device, set[int]] = defaultdict(set)
         self.gate_layers = False
+        self.relu_keyword: str | None = None
+        # ReLU-family calls gated after the shallowest layer returned: only those can
+        # change a layer's gradient.
+        self.effective_relu_calls = 0
 
     def install(self, gates: GateKeyword | list[Module], attribute_to_layer_input: bool) -> None:
         if gates == "layers":
             self.gate_layers = True
         elif isinstance(gates, str):
             below = gates == "relu-below"
+            self.relu_keyword = gates
             for module in relu_modules(self.forward_func, gates):
                 hook = partial(self._gate_relu, module, below=below)
                 self.handles.append(module.register_forward_hook(hook))
@@ -287,6 +312,26 @@ class _GatedRun:
                 "model calls on these inputs"
             )
 
+    def warn_if_nothing_was_gated(self) -> None:
+        """Warn when ReLU-family gates ran but none could change a layer's gradient."""
+        if self.relu_keyword is None or self.effective_relu_calls:
+            return
+        where = "after the shallowest" if self.relu_keyword == "relu" else "between the shallowest"
+        if self.relu_keyword == "relu-below":
+            where += " and the deepest"
+        single = (
+            " (with one layer, 'relu-below' has nothing to gate)"
+            if self.relu_keyword == "relu-below" and len(self.layers) == 1
+            else ""
+        )
+        warnings.warn(
+            f"gates={self.relu_keyword!r} changed no gradient: no ReLU-family module ran "
+            f"{where} layer{single}; functional calls such as F.relu cannot be hooked. "
+            "The maps equal propagation=None; pass the gate modules (gates=[...]) to choose",
+            UserWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+
     def _gate(self, module: Module, output: Any) -> None:
         tensors = output if isinstance(output, (tuple, list)) else (output,)
         if not any(isinstance(tensor, Tensor) for tensor in tensors):
@@ -314,8 +359,10 @@ class _GatedRun:
     def _gate_relu(
         self, gate: Module, module: Module, args: Any, output: Any, *, below: bool
     ) -> None:
-        if below and len(self.returned[_first_tensor_device(output)]) == len(self.layers):
+        returned = len(self.returned[_first_tensor_device(output)])
+        if below and returned == len(self.layers):
             return  # the head, after the deepest hooked layer returned
+        self.effective_relu_calls += bool(returned)
         self._gate(gate, output)
 
     def _layer_returned(self, layer: Module, module: Module, args: Any, output: Any) -> None:
