@@ -124,6 +124,8 @@ def run(args: argparse.Namespace) -> int:
     scaling = display_scaling(cam.fusion, len(layers))
     method = cam.method
     truncated = describe_truncation(cam.truncations[0])
+    settings = cam_settings(cam, loaded.name, loaded.input_size)
+    caption = _settings_line(settings)
     explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 title = f"{loaded.name} on {Path(path).name}: {label}"
                 stem = folder / stems[start + i]
                 written = write_figure(
-                    attribution_figure(photo, panels, title=title),
+                    attribution_figure(photo, panels, title=title, caption=caption),
                     stem.with_name(stem.name + FIGURE_SUFFIX),
                     DPI,
                 )
@@ -183,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         report = Explorer(
             explained,
             names,
-            cam_settings(cam, loaded.name, loaded.input_size),
+            settings,
             fusion=str(cam.fusion),
             gamma=cam.gamma,
             title=f"captum-shallow explain: {loaded.name}",
@@ -194,6 +196,15 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot write {folder / REPORT_NAME}: {one_line(error)}") from None
         print(f"{len(explained)} images -> {written}")
     return 0
+
+
+def _settings_line(settings: dict[str, str]) -> str:
+    """The figure's caption: what every map was computed with (the propagation changes
+    the layer maps too, not only the fused one)."""
+    line = f"All maps: ShallowCAM, {settings['task']} task; truncation {settings['truncation']}"
+    if settings["propagation"] != "none":
+        line += f", propagation {settings['propagation']} at gates={settings['gates']}"
+    return line
 
 
 def _size(attribution: Tensor) -> str:
