@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from captum_shallow import task_defaults
 from captum_shallow.models import preprocess, read_image
 from captum_shallow.visualization import (
     ExplainedImage,
@@ -26,7 +27,7 @@ from captum_shallow.visualization import (
     display_scaling,
     explain_images,
 )
-from captum_shallow.visualization._explorer import cam_settings
+from captum_shallow.visualization._explorer import cam_settings, toggle_meaning
 
 from ._errors import CLIError
 from ._files import make_folder, write_arrays, write_figure
@@ -189,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
             fusion=str(cam.fusion),
             gamma=cam.gamma,
             title=f"captum-shallow explain: {loaded.name}",
+            threshold=task_defaults(cam.task).threshold,
+            toggling=toggle_meaning(cam),
         )
         try:
             written = report.save(folder / REPORT_NAME)
