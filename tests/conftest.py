@@ -100,3 +100,20 @@ def small_explorer(explorer_net: ExplorerNet) -> Explorer:
     return explore(
         cam, photos, names=["chelsea", "coffee"], classes=classes, input_size=60, model_name="net"
     )
+
+
+@pytest.fixture(scope="session")
+def default_explorer(explorer_net: ExplorerNet) -> Explorer:
+    """The explorer of the same photos through ShallowCAM's defaults (the localisation
+    task: mean fusion, soft truncation, propagation through the deeper layers' gates)."""
+    from captum_shallow import ShallowCAM
+    from captum_shallow.models import sample_photo
+    from captum_shallow.visualization import explore
+
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    photos = [sample_photo("chelsea"), sample_photo("coffee")]
+    classes = ["cat", "dog", "cup", "spoon", "saucer", "table", "wall"]
+    return explore(
+        cam, photos, names=["chelsea", "coffee"], classes=classes, input_size=60, model_name="net"
+    )

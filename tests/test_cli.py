@@ -6,6 +6,7 @@ import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,9 +100,10 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
         "coffee.cam.png",
         "coffee.maps.npz",
     ]
-    # photo, four fused layers and the fused map: 2 rows of 3 panels; heights follow each photo.
-    assert _png_size(out / "chelsea.cam.png") == (900, 589)
-    assert _png_size(out / "coffee.cam.png") == (900, 590)
+    # photo, four fused layers and the fused map: 2 rows of 3 panels; heights follow each
+    # photo; 0.25 in for the one-line caption of settings.
+    assert _png_size(out / "chelsea.cam.png") == (900, 614)
+    assert _png_size(out / "coffee.cam.png") == (900, 615)
     assert "chelsea.png: Egyptian cat (285), p = 0.80 ->" in result.stdout
 
     model = load_model("efficientnet-lite0")
@@ -121,6 +123,33 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
                 np.testing.assert_allclose(
                     saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4, atol=1e-6
                 )
+
+
+def test_the_explain_figure_says_what_every_map_was_computed_with(
+    tmp_path: Path, photos: dict[str, Path], resnet_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import captum_shallow.cli._explain as explain
+
+    captions: list[str | None] = []
+    draw = explain.attribution_figure
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        captions.append(kwargs.get("caption"))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(explain, "attribution_figure", spy)
+    argv = [
+        "explain", str(photos["coffee"]), "--arch", "resnet18", "--weights", str(resnet_weights),
+        "--input-size", "32", "--layers", "layer1,layer2", "--out", str(tmp_path / "o"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert main([*argv, "--task", "segmentation", "--propagation", "none"]) == 0
+    # The propagation changes every layer's map, not only the fused one: the caption says it.
+    assert captions == [
+        "All maps: ShallowCAM, localisation task; truncation soft:quantile=0.5, "
+        "propagation soft:quantile=0.9 at gates=layers",
+        "All maps: ShallowCAM, segmentation task; truncation soft:quantile=0.9",
+    ]
 
 
 @pytest.mark.slow

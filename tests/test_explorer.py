@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_shallow import ShallowCAM
+from captum_shallow import ShallowCAM, fuse_maps, task_defaults
 from captum_shallow.attribution._fusion import _FUSIONS
 from captum_shallow.cli import main
 from captum_shallow.models import load_model, preprocess, read_image, sample_photo
@@ -27,7 +27,9 @@ from captum_shallow.visualization import Explorer, explain_images, explore
 from captum_shallow.visualization._explorer import (
     EXPLORER_FUSIONS,
     PHOTO_PIXELS,
+    PHOTO_SIDE,
     cam_settings,
+    toggle_meaning,
 )
 
 #: The issue's budget: at most 2 MB of page per image at the defaults.
@@ -102,7 +104,12 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
         "fusion": "product",
         "task": "localisation",
     }
-    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.15)
+    # The threshold starts at the task's (localisation), as pseudo-masks --task uses it.
+    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.49)
+    assert data["toggling"] == toggle_meaning(
+        ShallowCAM(explorer_net, [explorer_net.stage1], propagation=None)
+    )
+    assert "the same as ShallowCAM without that layer" in data["toggling"]
     assert data["colormap"]["name"] == "inferno"
     assert len(base64.b64decode(data["colormap"]["lut"])) == 768
     inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
@@ -208,10 +215,70 @@ def test_a_large_noisy_photo_is_downscaled_and_the_page_stays_small(
     noise = torch.randint(0, 256, (3, 2000, 3000), dtype=torch.uint8)  # the worst case for JPEG
     path = explore(cam, noise, input_size=60).save(tmp_path / "page.html")
     image = page_data(path.read_text())["images"][0]
-    assert (image["width"], image["height"]) == (PHOTO_PIXELS, 427)
+    # At most PHOTO_PIXELS**2 pixels: 784 * 523 = 410_032, 640**2 = 409_600 (rounding).
+    assert (image["width"], image["height"]) == (784, 523)
     with Image.open(_data_uri_bytes(image["photo"])) as photo:
-        assert (photo.format, photo.size) == ("JPEG", (PHOTO_PIXELS, 427))
+        assert (photo.format, photo.size) == ("JPEG", (784, 523))
     assert path.stat().st_size < BYTES_PER_IMAGE
+
+
+def test_a_very_wide_or_tall_photo_keeps_its_pixels_along_its_long_side(
+    explorer_net: torch.nn.Module,
+) -> None:
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2])
+    wide = torch.randint(0, 256, (3, 150, 1800), dtype=torch.uint8)
+    small = torch.randint(0, 256, (1, 40, 900), dtype=torch.uint8)  # grey, fits as it is
+    data = explore(cam, [wide, wide.transpose(1, 2), small], input_size=60).data()
+    sizes = [(image["width"], image["height"]) for image in data["images"]]
+    assert sizes == [(PHOTO_SIDE, 107), (107, PHOTO_SIDE), (900, 40)]
+    assert PHOTO_SIDE * 107 < PHOTO_PIXELS**2
+
+
+def test_explore_starts_the_threshold_at_the_tasks_and_says_what_toggling_means(
+    explorer_net: torch.nn.Module,
+) -> None:
+    net = explorer_net
+    photo = sample_photo("coffee")
+    layers = [net.stage1, net.stage2, net.stage3]
+    for task, threshold in (("localisation", 0.49), ("segmentation", 0.47)):
+        cam = ShallowCAM(net, layers, task=task)
+        explorer = explore(cam, photo, input_size=60, top=1)
+        assert explorer.threshold == threshold == task_defaults(task).threshold
+        assert explorer.toggling == toggle_meaning(cam)
+    explorer = explore(ShallowCAM(net, layers), photo, input_size=60, top=1, threshold=0.2)
+    assert explorer.threshold == 0.2
+
+
+@pytest.mark.parametrize(
+    ("options", "same"),
+    [
+        ({}, False),  # the localisation default: gates="layers"
+        ({"task": "segmentation"}, False),  # gates="relu-below"
+        ({"propagation": "positive", "gates": "relu"}, True),
+        ({"propagation": None}, True),
+    ],
+)
+def test_toggling_a_layer_off_equals_shallowcam_without_it_only_where_the_page_says_so(
+    explorer_net: torch.nn.Module, options: dict[str, Any], same: bool
+) -> None:
+    net = explorer_net
+    layers = [net.stage1, net.stage2, net.stage3]
+    inputs = preprocess(sample_photo("chelsea"), 60).unsqueeze(0)
+    cam = ShallowCAM(net, layers, **options)
+    _, maps = cam.attribute(inputs, target=2, return_layer_maps=True)
+    # Untick the deepest layer: the page fuses the first two maps as computed.
+    refused = fuse_maps(maps[:2], fusion=cam.fusion, gamma=cam.gamma)
+    rerun = ShallowCAM(net, layers[:2], **options).attribute(inputs, target=2)
+    difference = float((refused - rerun).abs().max())
+    meaning = toggle_meaning(cam)
+    if same:
+        assert difference < 1e-6
+        assert "the same as ShallowCAM without that layer" in meaning
+    else:
+        assert difference > 0.01
+        assert "ShallowCAM without that layer differs" in meaning
+        assert f"gates={cam.gates!r}" in meaning
 
 
 def _data_uri_bytes(uri: str) -> io.BytesIO:
@@ -313,15 +380,22 @@ def test_explain_without_html_writes_no_page(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_explain_html_on_the_real_model_fits_the_size_budget(tmp_path: Path) -> None:
-    paths = []
-    for name in ("chelsea", "coffee"):
-        paths.append(tmp_path / f"{name}.png")
-        Image.fromarray(sample_photo(name).permute(1, 2, 0).numpy()).save(paths[-1])
-    out = tmp_path / "out"
-    assert main(["explain", *map(str, paths), "--html", "--out", str(out)]) == 0
-    page = out / "report.html"
-    assert page.stat().st_size <= 2 * BYTES_PER_IMAGE
+    # A colour photo, a grey one (an L-mode file) and a 12:1 strip; 5 classes each.
+    paths = [tmp_path / "chelsea.png", tmp_path / "camera.png", tmp_path / "strip.png"]
+    Image.fromarray(sample_photo("chelsea").permute(1, 2, 0).numpy()).save(paths[0])
+    Image.fromarray(sample_photo("camera")[0].numpy(), mode="L").save(paths[1])
+    coffee = Image.fromarray(sample_photo("coffee").permute(1, 2, 0).numpy())
+    coffee.crop((0, 150, 600, 250)).resize((1800, 150)).save(paths[2])
+    for count in (1, 3):
+        out = tmp_path / f"out{count}"
+        assert main(["explain", *map(str, paths[:count]), "--html", "--out", str(out)]) == 0
+        page = out / "report.html"
+        # Measured: 0.14 MB for chelsea alone, 0.35 MB for the three (0.12 MB per image).
+        assert page.stat().st_size <= count * BYTES_PER_IMAGE / 4
     data = page_data(page.read_text())
+    assert [len(image["classes"]) for image in data["images"]] == [5, 5, 5]
+    sizes = [(image["width"], image["height"]) for image in data["images"]]
+    assert sizes == [(451, 300), (512, 512), (PHOTO_SIDE, 107)]
     assert [layer["name"] for layer in data["layers"]] == [
         "_blocks.2",
         "_blocks.4",

@@ -22,9 +22,11 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_shallow import fuse_maps
+from captum_shallow import ShallowCAM, fuse_maps
 from captum_shallow.attribution._fusion import _FUSIONS
-from captum_shallow.visualization import Explorer, display_scaling, map_to_numpy
+from captum_shallow.models import preprocess, sample_photo
+from captum_shallow.segmentation import irn_normalise, pseudo_masks
+from captum_shallow.visualization import Explorer, display_scaling, explore, map_to_numpy
 
 webdriver = pytest.importorskip(
     "selenium.webdriver",
@@ -228,7 +230,7 @@ def test_the_threshold_slider_shows_irns_pseudo_mask(
     loaded: Page, small_explorer: Explorer
 ) -> None:
     fused = upsampled(python_fused(small_explorer, 0, 0, [0, 1, 2], "product"), (300, 451))
-    assert loaded.state()["threshold"] == pytest.approx(0.15)
+    assert loaded.state()["threshold"] == pytest.approx(0.49)  # the localisation task's
     shares = []
     for keys, threshold in (
         ((Keys.HOME,), 0.0),
@@ -282,6 +284,10 @@ def test_switching_class_redraws_that_class_fused_in_the_page(
     assert fused.shape == (30, 30)
     assert np.abs(fused - expected).max() < TOLERANCE
     assert loaded.state(1)["classPos"] == 0  # the other image keeps its class
+    # No class ticked present by hand: the pseudo-mask follows the class shown.
+    assert loaded.state()["present"] == [False, False, True, False, False]
+    name = small_explorer.images[0].class_names[2]
+    assert f"Pseudo-mask of {name} at t = " in loaded.find(0, ".csx-mask + figcaption").text
     assert loaded.errors() == []
 
 
@@ -439,5 +445,170 @@ def test_two_notebook_outputs_work_independently(
     assert (pages[0].state(1)["classPos"], pages[0].state(1)["opacity"]) == (3, 0)
     assert (pages[1].state(1)["classPos"], pages[1].state(1)["opacity"]) == (0, 0.6)
     assert len(driver.find_elements(By.CSS_SELECTOR, ".csx-image")) == 4
+    ids = driver.execute_script("return [...document.querySelectorAll('[id]')].map(e => e.id)")
+    assert len(ids) == len(set(ids)) == 2 * (1 + 2 * 2)  # root, and per image its section and help
     assert pages[1].pixels(1, "canvas.csx-overlay").std() > 10
     assert pages[0].errors() == []
+
+
+@pytest.fixture
+def default_loaded(
+    driver: Any, default_explorer: Explorer, tmp_path_factory: pytest.TempPathFactory
+) -> Page:
+    path = default_explorer.save(tmp_path_factory.mktemp("default") / "report.html")
+    driver.get(path.as_uri())
+    return Page(driver)
+
+
+def test_with_the_task_defaults_the_page_fuses_as_shallowcam_does(
+    default_loaded: Page, default_explorer: Explorer, explorer_net: torch.nn.Module
+) -> None:
+    # Propagation through the deeper layers' gates shapes every layer map; with every
+    # layer ticked the page's fusion of the embedded maps is ShallowCAM's own output.
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    assert cam.propagation is not None
+    assert (cam.gates, cam.fusion) == ("layers", "mean")
+    inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
+    worst = 0.0
+    for image in range(2):
+        for pos, index in enumerate(default_explorer.images[image].classes):
+            default_loaded.find(image, f'.csx-class[data-class-pos="{pos}"]').click()
+            fused = default_loaded.fused(image)
+            assert fused is not None
+            expected = cam.attribute(inputs[image : image + 1], target=index)[0, 0].double()
+            worst = max(worst, float(np.abs(fused - expected.numpy()).max()))
+    assert worst < TOLERANCE
+    # What unticking a layer means is said by the toggles: not ShallowCAM without it.
+    note = default_loaded.find(0, ".csx-toggling").text
+    assert note == default_explorer.toggling
+    assert "ShallowCAM without that layer differs" in note
+    assert "gates='layers'" in note
+    assert default_loaded.errors() == []
+
+
+def python_irn_labels(
+    explorer: Explorer, image: int, present: list[int], threshold: float, size: tuple[int, int]
+) -> np.ndarray:
+    """IRN's rule in Python on the maps the page embeds: each present class's fused map
+    upsampled to the photo, normalised (irn_normalise), argmax against t (pseudo_masks).
+    Labels as the page gives them: 0 background, 1 + the class's position."""
+    fusion = explorer.fusion
+    maps = [
+        map_to_numpy(torch.from_numpy(python_fused(explorer, image, pos, [0, 1, 2], fusion)), size)
+        for pos in present
+    ]
+    cams = irn_normalise(torch.from_numpy(np.stack([m[..., 0] for m in maps])).double())
+    labels = pseudo_masks(cams[None], torch.ones(1, len(present)), threshold)[0].numpy()
+    positions = np.array([0, *(pos + 1 for pos in present)])
+    return positions[labels]
+
+
+def test_the_pseudo_mask_is_irns_argmax_over_the_classes_ticked_present(
+    default_loaded: Page, default_explorer: Explorer
+) -> None:
+    page = default_loaded
+    size = (300, 451)
+    boxes = page.driver.find_elements(By.CSS_SELECTOR, "#csx-report-image-0 .csx-present")
+    assert [b.is_selected() for b in boxes] == [True] + [False] * 4
+    assert page.state()["present"] == [True] + [False] * 4
+    boxes[1].click()
+    boxes[3].click()
+    assert page.state()["present"] == [True, True, False, True, False]
+    page.find(0, '.csx-class[data-class-pos="2"]').click()  # ticked by hand: they stay
+    assert page.state()["present"] == [True, True, False, True, False]
+    page.find(0, '.csx-class[data-class-pos="0"]').click()
+    page.slide(0, "input.csx-threshold", Keys.HOME, *[Keys.ARROW_RIGHT] * 30)
+    for threshold in (0.3, 0.5, 0.7):
+        if threshold != 0.3:
+            page.slide(0, "input.csx-threshold", *[Keys.ARROW_RIGHT] * 20)
+        assert page.state()["threshold"] == pytest.approx(threshold)
+        mask = page.js("return app.mask(0)")
+        labels = np.array(mask["labels"]).reshape(mask["height"], mask["width"])
+        expected = python_irn_labels(default_explorer, 0, [0, 1, 3], threshold, size)
+        # Only pixels within float error of a tie may differ (IRN's +1e-5, float32).
+        assert (labels != expected).mean() < 1e-3, threshold
+        assert set(np.unique(labels)) == {0, 1, 2, 4}
+        assert page.state()["foreground"] == pytest.approx((labels > 0).mean())
+        caption = page.find(0, ".csx-mask + figcaption").text
+        assert f"t = {threshold:.2f}" in caption
+        for pos in (0, 1, 3):  # each present class's share
+            assert f"{default_explorer.images[0].class_names[pos]} " in caption
+    # The canvas: background dimmed to 30 % grey, each class outlined in its colour.
+    pixels = page.pixels(0, "canvas.csx-mask")
+    photo = page.pixels(0, "canvas.csx-photo")
+    background = labels == 0
+    dimmed = np.round(0.3 * photo.mean(axis=2))
+    assert np.abs(pixels[background][:, 0] - dimmed[background]).max() <= 1.01
+    for pos, colour in ((0, [0, 229, 255]), (1, [255, 64, 160]), (3, [80, 220, 100])):
+        region = labels == pos + 1
+        assert (pixels[region] == colour).all(axis=1).any(), pos  # its outline
+    # Nothing ticked: no mask, and the caption says what to do.
+    for box in (boxes[0], boxes[1], boxes[3]):
+        box.click()
+    assert page.state()["foreground"] == 0
+    assert "tick a class present" in page.find(0, ".csx-mask + figcaption").text
+    assert page.errors() == []
+
+
+def test_every_control_has_an_accessible_name(default_loaded: Page) -> None:
+    section = default_loaded.driver.find_element(By.ID, "csx-report-image-0")
+    controls = section.find_elements(By.CSS_SELECTOR, "input, select, button")
+    names = {(c.aria_role, c.accessible_name) for c in controls}
+    assert all(name for _, name in names), names
+    assert {("slider", "Overlay opacity"), ("slider", "Background threshold t")} <= names
+    assert ("combobox", "Fusion of ticked layers") in names
+    assert ("checkbox", "Fuse layer stage2 · 15×15") in names
+    assert ("checkbox", "dog is present") in names
+    assert ("button", "Show the fused map") in names
+    threshold = section.find_element(By.CSS_SELECTOR, "input.csx-threshold")
+    help_id = threshold.get_attribute("aria-describedby")
+    assert "IRN" in default_loaded.driver.find_element(By.ID, help_id).text
+    for css in ("canvas.csx-photo", "canvas.csx-overlay", "canvas.csx-mask"):
+        canvas = section.find_element(By.CSS_SELECTOR, css)
+        assert canvas.aria_role == "image"  # Chromium's name for role="img"
+        assert canvas.accessible_name
+    views = section.find_elements(By.CSS_SELECTOR, "button.csx-view")
+    assert [v.get_attribute("aria-pressed") for v in views] == ["true"] + ["false"] * 3
+    views[2].send_keys(Keys.ENTER)  # the keyboard selects a view
+    assert default_loaded.state()["view"] == "1"
+    assert [v.get_attribute("aria-pressed") for v in views] == ["false", "false", "true", "false"]
+
+
+def test_wide_tall_and_grey_photos_get_readable_panels(
+    driver: Any, explorer_net: torch.nn.Module, tmp_path: Path
+) -> None:
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    coffee = sample_photo("coffee")
+    strip = torch.nn.functional.interpolate(
+        coffee[None, :, 150:250].float(), size=(150, 1800), mode="bilinear"
+    )[0].to(torch.uint8)
+    grey = sample_photo("camera")[:1]  # (1, H, W)
+    path = explore(
+        cam, [strip, strip.transpose(1, 2), grey], names=["wide", "tall", "grey"], input_size=60
+    ).save(tmp_path / "report.html")
+    driver.get(path.as_uri())
+    page = Page(driver)
+
+    def box(image: int, css: str) -> dict[str, float]:
+        rect: dict[str, float] = page.js(
+            "return arguments[0].getBoundingClientRect().toJSON()", page.find(image, css)
+        )
+        return rect
+
+    sections = driver.find_elements(By.CSS_SELECTOR, ".csx-image")
+    assert ["csx-wide" in s.get_attribute("class") for s in sections] == [True, False, False]
+    assert ["csx-tall" in s.get_attribute("class") for s in sections] == [False, True, False]
+    wide = box(0, "canvas.csx-overlay")
+    assert wide["width"] > 1000
+    assert wide["height"] > 80  # one panel per row, not a third of the row
+    assert box(0, "canvas.csx-mask")["top"] > wide["bottom"]
+    tall = box(1, "canvas.csx-overlay")
+    assert tall["height"] <= 720.5
+    assert tall["width"] == pytest.approx(tall["height"] * 107 / 1280, abs=1.5)
+    grey_overlay = page.pixels(2, "canvas.csx-overlay")
+    assert grey_overlay.shape == (512, 512, 3)
+    assert grey_overlay.std() > 10
+    assert page.state(2)["foreground"] > 0
+    assert page.errors() == []

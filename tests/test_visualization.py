@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,13 +14,21 @@ from matplotlib.collections import QuadMesh
 from PIL import Image
 
 from captum_shallow import fuse_maps
+from captum_shallow.cli import main
 from captum_shallow.visualization import (
+    CAPTION_INCHES,
     COLORBAR_LABEL,
+    MAX_COLUMNS,
+    PANEL_INCHES,
+    SUPTITLE_INCHES,
+    TALL_INCHES,
+    WIDE_ASPECT,
     attribution_figure,
     display_scaling,
     grid_shape,
     image_to_numpy,
     map_to_numpy,
+    panel_inches,
 )
 
 
@@ -93,6 +102,8 @@ def test_the_grid_has_balanced_rows_of_at_most_four_panels() -> None:
     }  # fmt: skip
     assert grid_shape(3, ncols=8) == (1, 3)
     assert grid_shape(5, ncols=2) == (3, 2)
+    assert grid_shape(6, max_columns=2) == (3, 2)
+    assert grid_shape(6, max_columns=0) == (6, 1)
     with pytest.raises(ValueError, match="no panel"):
         grid_shape(0)
 
@@ -150,3 +161,55 @@ def test_a_map_without_positive_evidence_shows_the_photo() -> None:
 def test_no_panel_is_an_error() -> None:
     with pytest.raises(ValueError, match="no panel"):
         attribution_figure(torch.zeros(3, 4, 4), [])
+
+
+def test_a_wide_photo_gets_wide_panels_in_fewer_columns_and_a_tall_one_a_height_cap() -> None:
+    assert panel_inches(1.5) == (PANEL_INCHES, 2.0)
+    assert panel_inches(WIDE_ASPECT) == (PANEL_INCHES, PANEL_INCHES / WIDE_ASPECT)
+    assert panel_inches(12.0) == (MAX_COLUMNS * PANEL_INCHES, 1.0)
+    assert panel_inches(0.1) == (PANEL_INCHES, TALL_INCHES)
+    panels = [(str(i), torch.rand(4, 4)) for i in range(6)]
+    strip = torch.zeros(3, 100, 1200, dtype=torch.uint8)  # 12:1
+    figure = attribution_figure(strip, panels)
+    # One 12 in panel per row: 6 rows of (1 + 0.45) in, 0.6 in of colour bar.
+    assert figure.get_size_inches().round(3).tolist() == [12.0, 9.3]
+    assert len(figure.get_axes()) == 7
+    banner = attribution_figure(torch.zeros(3, 100, 400, dtype=torch.uint8), panels)
+    # 4:1: 6 in panels, two per row.
+    assert banner.get_size_inches().round(3).tolist() == [12.0, 6.45]  # 3 * 1.95 + 0.6
+    tower = attribution_figure(torch.zeros(3, 1200, 100, dtype=torch.uint8), panels[:2])
+    assert tower.get_size_inches().round(3).tolist() == [6.0, 7.05]  # 6 + 0.45 + 0.6
+    assert TALL_INCHES == 6.0
+
+
+def test_title_and_caption_lines_are_wrapped_to_the_figure_and_make_room() -> None:
+    photo = torch.zeros(3, 60, 60, dtype=torch.uint8)
+    panels = [("photo", None), ("map", torch.rand(4, 4))]
+    plain = attribution_figure(photo, panels).get_size_inches()[1]
+    long = "settings " * 30  # 269 characters: 4 lines of at most 84 (6 in) in the caption
+    figure = attribution_figure(photo, panels, title="one\ntwo", caption=long)
+    assert figure.get_suptitle() == "one\ntwo"
+    caption = figure.get_supxlabel()
+    assert caption.count("\n") == 3
+    assert max(len(line) for line in caption.split("\n")) <= 84
+    assert caption.replace("\n", " ").split() == long.split()
+    extra = 2 * SUPTITLE_INCHES + 4 * CAPTION_INCHES
+    assert figure.get_size_inches()[1] == pytest.approx(plain + extra)
+
+
+@pytest.mark.slow
+def test_the_fused_panel_of_astronaut_shows_an_extent_not_a_spot(tmp_path: Path) -> None:
+    # The case: with product fusion the panel showed one red spot. The task
+    # default (mean) shown as display_scaling says shows a region: a third of the
+    # photo above a quarter of the peak (8 % for the product; 2 % above half of it).
+    import skimage.data
+
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(skimage.data.astronaut()).save(path)
+    out = tmp_path / "out"
+    assert main(["explain", str(path), "--save-maps", "--out", str(out)]) == 0
+    with np.load(out / "astronaut.maps.npz") as saved:
+        fused = torch.from_numpy(saved["fused"])
+    shown = display_scaling("mean", 4)(fused)
+    assert float((shown > 0.25).float().mean()) > 0.25
+    assert float((shown > 0.1).float().mean()) > 0.5

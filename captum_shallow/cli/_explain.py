@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from captum_shallow import task_defaults
 from captum_shallow.models import preprocess, read_image
 from captum_shallow.visualization import (
     ExplainedImage,
@@ -26,7 +27,7 @@ from captum_shallow.visualization import (
     display_scaling,
     explain_images,
 )
-from captum_shallow.visualization._explorer import cam_settings
+from captum_shallow.visualization._explorer import cam_settings, toggle_meaning
 
 from ._errors import CLIError
 from ._files import make_folder, write_arrays, write_figure
@@ -124,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     scaling = display_scaling(cam.fusion, len(layers))
     method = cam.method
     truncated = describe_truncation(cam.truncations[0])
+    settings = cam_settings(cam, loaded.name, loaded.input_size)
+    caption = _settings_line(settings)
     explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
                 title = f"{loaded.name} on {Path(path).name}: {label}"
                 stem = folder / stems[start + i]
                 written = write_figure(
-                    attribution_figure(photo, panels, title=title),
+                    attribution_figure(photo, panels, title=title, caption=caption),
                     stem.with_name(stem.name + FIGURE_SUFFIX),
                     DPI,
                 )
@@ -183,10 +186,12 @@ def run(args: argparse.Namespace) -> int:
         report = Explorer(
             explained,
             names,
-            cam_settings(cam, loaded.name, loaded.input_size),
+            settings,
             fusion=str(cam.fusion),
             gamma=cam.gamma,
             title=f"captum-shallow explain: {loaded.name}",
+            threshold=task_defaults(cam.task).threshold,
+            toggling=toggle_meaning(cam),
         )
         try:
             written = report.save(folder / REPORT_NAME)
@@ -194,6 +199,15 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot write {folder / REPORT_NAME}: {one_line(error)}") from None
         print(f"{len(explained)} images -> {written}")
     return 0
+
+
+def _settings_line(settings: dict[str, str]) -> str:
+    """The figure's caption: what every map was computed with (the propagation changes
+    the layer maps too, not only the fused one)."""
+    line = f"All maps: ShallowCAM, {settings['task']} task; truncation {settings['truncation']}"
+    if settings["propagation"] != "none":
+        line += f", propagation {settings['propagation']} at gates={settings['gates']}"
+    return line
 
 
 def _size(attribution: Tensor) -> str:

@@ -18,6 +18,7 @@ self-contained HTML page (or inline in Jupyter), as ``captum-shallow explain
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +40,7 @@ from ._display import (
 from ._explorer import ExplainedImage, Explorer, explain_images, explore
 
 __all__ = [
+    "CAPTION_INCHES",
     "COLORBAR_INCHES",
     "COLORBAR_LABEL",
     "DEFAULT_CMAP",
@@ -46,7 +48,9 @@ __all__ = [
     "MAX_COLUMNS",
     "PANEL_INCHES",
     "SUPTITLE_INCHES",
+    "TALL_INCHES",
     "TITLE_INCHES",
+    "WIDE_ASPECT",
     "DisplayScaling",
     "ExplainedImage",
     "Explorer",
@@ -57,14 +61,25 @@ __all__ = [
     "grid_shape",
     "image_to_numpy",
     "map_to_numpy",
+    "panel_inches",
 ]
 
-#: Width of one panel in inches.
+#: Width of one panel in inches (of a photo at most ``WIDE_ASPECT`` times wider than high).
 PANEL_INCHES = 3.0
+#: Aspect (width / height) above which a panel widens, up to ``MAX_COLUMNS`` panels'
+#: width, and the rows hold fewer panels: a very wide photo is not drawn as a thin strip.
+WIDE_ASPECT = 2.0
+#: Highest panel in inches: a very tall photo is drawn narrower, not taller.
+TALL_INCHES = 2 * PANEL_INCHES
 #: Height in inches added to each row for the panel titles (two lines).
 TITLE_INCHES = 0.45
-#: Height in inches added for the figure's title.
+#: Height in inches added for each line of the figure's title (wrapped to its width).
 SUPTITLE_INCHES = 0.4
+#: Height in inches added for each line of the caption below the figure.
+CAPTION_INCHES = 0.25
+# Characters per inch of width of the title ("large" font) and the caption ("small").
+_TITLE_CHARACTERS_PER_INCH = 9
+_CAPTION_CHARACTERS_PER_INCH = 14
 #: Height in inches added below the panels for the shared colour bar.
 COLORBAR_INCHES = 0.6
 #: Most panels per row when the caller does not choose: more rows, not smaller panels.
@@ -74,13 +89,17 @@ MAX_COLUMNS = 4
 _COLOURED = ("heat_map", "blended_heat_map")
 
 
-def grid_shape(panels: int, ncols: int | None = None) -> tuple[int, int]:
-    """Rows and columns of a figure's grid: balanced rows of at most ``MAX_COLUMNS``.
+def grid_shape(
+    panels: int, ncols: int | None = None, max_columns: int = MAX_COLUMNS
+) -> tuple[int, int]:
+    """Rows and columns of a figure's grid: balanced rows of at most ``max_columns``.
 
     Args:
         panels (int): Number of panels (at least 1).
         ncols (int, optional): Panels per row, clipped to ``[1, panels]``.
-            Default: None (as few rows as ``MAX_COLUMNS`` allows, filled evenly)
+            Default: None (as few rows as ``max_columns`` allows, filled evenly)
+        max_columns (int, optional): Most panels per row when ``ncols`` is None.
+            Default: ``MAX_COLUMNS`` (4)
 
     Returns:
         tuple[int, int]: ``(rows, columns)``.
@@ -92,13 +111,40 @@ def grid_shape(panels: int, ncols: int | None = None) -> tuple[int, int]:
         [(1, 1), (1, 4), (2, 3), (2, 3), (2, 4), (3, 3)]
         >>> grid_shape(5, ncols=5)
         (1, 5)
+        >>> grid_shape(6, max_columns=1)
+        (6, 1)
     """
     if panels < 1:
         raise ValueError("no panel to draw")
     if ncols is None:
-        ncols = math.ceil(panels / math.ceil(panels / MAX_COLUMNS))
+        max_columns = max(1, max_columns)
+        ncols = math.ceil(panels / math.ceil(panels / max_columns))
     ncols = max(1, min(ncols, panels))
     return math.ceil(panels / ncols), ncols
+
+
+def panel_inches(aspect: float) -> tuple[float, float]:
+    """Width and height in inches of a panel showing a photo of this aspect.
+
+    A panel is ``PANEL_INCHES`` wide; a photo more than ``WIDE_ASPECT`` times wider
+    than high widens it (by ``aspect / WIDE_ASPECT``, to at most ``MAX_COLUMNS``
+    panels' width), and a tall one is at most ``TALL_INCHES`` high (the photo is
+    then narrower than its panel).
+
+    Args:
+        aspect (float): The photo's width over its height.
+
+    Returns:
+        tuple[float, float]: ``(width, height)`` of the panel's image area.
+
+    Examples::
+
+        >>> from captum_shallow.visualization import panel_inches
+        >>> [panel_inches(a) for a in (1.5, 4.0, 12.0, 0.1)]
+        [(3.0, 2.0), (6.0, 1.5), (12.0, 1.0), (3.0, 6.0)]
+    """
+    width = PANEL_INCHES * min(max(1.0, aspect / WIDE_ASPECT), MAX_COLUMNS)
+    return width, min(width / aspect, TALL_INCHES)
 
 
 def attribution_figure(
@@ -110,6 +156,7 @@ def attribution_figure(
     cmap: str = DEFAULT_CMAP,
     alpha_overlay: float = DEFAULT_OPACITY,
     colorbar_label: str = COLORBAR_LABEL,
+    caption: str | None = None,
 ) -> Figure:
     """One figure, a grid of panels: the photo and maps blended over it, one colour bar.
 
@@ -140,12 +187,18 @@ def attribution_figure(
         colorbar_label (str, optional): The colour bar's label, drawn below the
             panels when ``method`` colours the maps.
             Default: ``COLORBAR_LABEL``
+        caption (str, optional): Small text below everything, e.g. the settings
+            every map was computed with.
+            Default: None
 
     Returns:
         matplotlib.figure.Figure: A figure without pyplot (``fig.savefig`` works
-        headless); each panel is ``PANEL_INCHES`` wide and the photo's aspect
-        high, plus ``TITLE_INCHES`` per row, ``SUPTITLE_INCHES`` for a title and
-        ``COLORBAR_INCHES`` for the colour bar.
+        headless); each panel is :func:`panel_inches` (``PANEL_INCHES`` wide and
+        the photo's aspect high, for most photos), plus ``TITLE_INCHES`` per row,
+        ``SUPTITLE_INCHES`` per line of the title and ``CAPTION_INCHES`` per line
+        of the caption (both wrapped to the figure's width), and
+        ``COLORBAR_INCHES`` for the colour bar. A wide panel leaves room for fewer
+        than ``MAX_COLUMNS`` per row.
 
     Examples::
 
@@ -156,16 +209,23 @@ def attribution_figure(
         >>> fig.get_size_inches().round(2).tolist()
         [6.0, 3.05]
     """
-    nrows, ncols = grid_shape(len(panels), ncols)
     photo = image_to_numpy(image)
     height, width = photo.shape[:2]
+    panel_width, panel_height = panel_inches(width / height)
+    if ncols is None:
+        ncols = grid_shape(len(panels), max_columns=int(MAX_COLUMNS * PANEL_INCHES // panel_width))[
+            1
+        ]
+    nrows, ncols = grid_shape(len(panels), ncols)
     coloured = method in _COLOURED and any(m is not None for _, m in panels)
-    row_inches = PANEL_INCHES * height / width + TITLE_INCHES
+    title = _wrap(title, ncols * panel_width * _TITLE_CHARACTERS_PER_INCH)
+    caption = _wrap(caption, ncols * panel_width * _CAPTION_CHARACTERS_PER_INCH)
     figure = Figure(
         figsize=(
-            ncols * PANEL_INCHES,
-            nrows * row_inches
-            + (SUPTITLE_INCHES if title else 0.0)
+            ncols * panel_width,
+            nrows * (panel_height + TITLE_INCHES)
+            + (SUPTITLE_INCHES * (title.count("\n") + 1) if title else 0.0)
+            + (CAPTION_INCHES * (caption.count("\n") + 1) if caption else 0.0)
             + (COLORBAR_INCHES if coloured else 0.0),
         ),
         layout="constrained",
@@ -204,4 +264,14 @@ def attribution_figure(
         colorbar.set_label(colorbar_label)
     if title:
         figure.suptitle(title, fontsize="large")
+    if caption:
+        figure.supxlabel(caption, fontsize="small")
     return figure
+
+
+def _wrap(text: str | None, characters: float) -> str | None:
+    """Each line of ``text`` wrapped to about ``characters`` characters."""
+    if not text:
+        return text
+    width = max(20, int(characters))
+    return "\n".join("\n".join(textwrap.wrap(line, width) or [""]) for line in text.split("\n"))

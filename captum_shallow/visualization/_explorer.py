@@ -1,9 +1,10 @@
 """An interactive explorer of :class:`~captum_shallow.ShallowCAM` maps in one
 self-contained HTML page: :func:`explore`, :class:`Explorer`, :func:`explain_images`.
 
-The page embeds everything it shows (the photo as a JPEG data URI, each layer's
-map for each of the top classes, a colour map table, the script and the style),
-so it works from ``file://``, offline, or inline in a Jupyter output. Maps are
+The page embeds everything it shows (the photo as a JPEG data URI of at most
+``PHOTO_PIXELS**2`` pixels, each layer's map for each of the top classes, a colour
+map table, the script and the style), so it works from ``file://``, offline, or
+inline in a Jupyter output. Maps are
 stored at their layer's own resolution, quantised to 16 bits: 8 bits would err by
 up to 2e-3 per map, more than the 1e-3 within which the page's fusion is tested
 against :func:`~captum_shallow.fuse_maps`. The page recomputes the fused map from
@@ -34,15 +35,19 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .._atomic import atomic_write
-from ..attribution import ShallowCAM
+from ..attribution import ShallowCAM, task_defaults
 from ..attribution._hooks import layer_name
 from ..segmentation import IRN_THRESHOLD
 from ._display import COLORBAR_LABEL, DEFAULT_CMAP, DEFAULT_OPACITY, image_to_numpy
 
 #: Classes per image whose maps the explorer precomputes (the top by probability).
 TOP_CLASSES = 5
-#: Longest side in pixels of a photo embedded in a page; larger photos are downscaled.
+#: Side in pixels of the largest square photo embedded in a page: a photo of more
+#: than ``PHOTO_PIXELS**2`` pixels is downscaled to that many.
 PHOTO_PIXELS = 640
+#: Longest side in pixels of an embedded photo: a very wide (or tall) photo keeps
+#: up to this many pixels along it, so that its maps stay readable.
+PHOTO_SIDE = 1280
 #: JPEG quality of an embedded photo.
 JPEG_QUALITY = 85
 #: The fusions the page recomputes, each as :func:`~captum_shallow.fuse_maps` does.
@@ -202,17 +207,66 @@ def cam_settings(
     return settings
 
 
+def toggle_meaning(cam: ShallowCAM) -> str:
+    """What unticking a layer in the explorer means for this :class:`ShallowCAM`.
+
+    The page re-fuses the embedded layer maps. Without propagation, or with gates
+    that do not depend on which layers are hooked (``"relu"`` or modules), that
+    equals running ShallowCAM without the layer. With ``gates="layers"`` or
+    ``"relu-below"`` a layer's map depends on the layers above it (their gates
+    truncate the gradient that reaches it), so the page says it is not the same.
+
+    Args:
+        cam (ShallowCAM): The explainer whose maps the page shows.
+
+    Returns:
+        str: One or two sentences for the page.
+
+    Examples::
+
+        >>> from torchvision.models import resnet18
+        >>> from captum_shallow import ShallowCAM
+        >>> from captum_shallow.visualization._explorer import toggle_meaning
+        >>> model = resnet18().eval()
+        >>> print(toggle_meaning(ShallowCAM(model, [model.layer1, model.layer4], propagation=None)))
+        Unticking a layer fuses the other layers' maps: the same as ShallowCAM without that layer.
+    """
+    gates = getattr(cam, "gates", None)
+    if getattr(cam, "propagation", None) is None or gates not in ("layers", "relu-below"):
+        return (
+            "Unticking a layer fuses the other layers' maps: the same as ShallowCAM "
+            "without that layer."
+        )
+    where = (
+        "at every fused layer deeper than the shallowest"
+        if gates == "layers"
+        else "at every ReLU before the deepest fused layer"
+    )
+    return (
+        "Unticking a layer fuses the other layers' maps as they were computed with every "
+        f"layer hooked; ShallowCAM without that layer differs, because propagation "
+        f"truncates the gradient {where} (gates={gates!r}), so each layer's map depends "
+        "on the layers above it."
+    )
+
+
 class Explorer:
     """An interactive page of layer maps, fused in the page, for a few images.
 
     Per image: the photo; the top classes with their probabilities and a switch
     between them; every layer's map and the fused map, with a toggle per layer;
     the fused map recomputed in the page with :func:`~captum_shallow.fuse_maps`'
-    formula (and any of ``EXPLORER_FUSIONS``); sliders for the overlay's opacity
-    and for the background threshold, with the pseudo-mask it gives (IRN's rule:
-    a pixel whose normalised map is at most the threshold is background); the
-    settings as text. Display it in Jupyter (``_repr_html_``), or :meth:`save`
-    one self-contained HTML file.
+    formula (and any of ``EXPLORER_FUSIONS``), and a sentence saying what unticking
+    a layer means (``toggling``); sliders for the overlay's opacity and for the
+    background threshold, with the pseudo-mask it gives; the settings as text.
+    Display it in Jupyter (``_repr_html_``), or :meth:`save` one self-contained
+    HTML file.
+
+    The pseudo-mask is IRN's for the classes ticked as present (the class shown,
+    until classes are ticked by hand): each class's map, upsampled to the photo and divided by its
+    maximum, competes with the constant background score :math:`t`, and a pixel
+    takes the argmax (ties to the background), as
+    :func:`~captum_shallow.segmentation.pseudo_masks` does.
 
     Args:
         images (Sequence[ExplainedImage]): The images, e.g. from :func:`explain_images`.
@@ -230,7 +284,10 @@ class Explorer:
         opacity (float, optional): The overlay opacity slider's start.
             Default: ``DEFAULT_OPACITY`` (0.6)
         threshold (float, optional): The background threshold slider's start.
-            Default: IRN's 0.15
+            Default: IRN's 0.15 (:func:`explore` starts at the explainer's task's)
+        toggling (str, optional): What unticking a layer means, shown by the toggles.
+            Default: ``"Unticking a layer fuses the other layers' maps as computed."``
+            (:func:`explore` says more, see ``toggle_meaning``)
     """
 
     def __init__(
@@ -244,6 +301,7 @@ class Explorer:
         cmap: str = DEFAULT_CMAP,
         opacity: float = DEFAULT_OPACITY,
         threshold: float = IRN_THRESHOLD,
+        toggling: str = "Unticking a layer fuses the other layers' maps as computed.",
     ) -> None:
         if not images:
             raise ValueError("the explorer needs at least one image")
@@ -273,12 +331,13 @@ class Explorer:
         self.cmap = cmap
         self.opacity = float(opacity)
         self.threshold = float(threshold)
+        self.toggling = toggling
 
     def data(self) -> dict[str, Any]:
         """Everything the page shows, as the JSON object it embeds."""
         first = self.images[0].layer_maps[0]
         return {
-            "version": 1,
+            "version": 2,
             "title": self.title,
             "layers": [
                 {"name": name, "height": int(m.shape[0]), "width": int(m.shape[1])}
@@ -289,6 +348,7 @@ class Explorer:
             "gamma": self.gamma,
             "opacity": self.opacity,
             "threshold": self.threshold,
+            "toggling": self.toggling,
             "colormap": {"name": self.cmap, "lut": _colormap_table(self.cmap)},
             "colorbarLabel": COLORBAR_LABEL,
             "settings": [[key, value] for key, value in self.settings.items()],
@@ -368,7 +428,9 @@ def explore(
         model_name (str, optional): Shown in the settings.
             Default: None (the model's class name)
         **options: Other arguments of :class:`Explorer` (``title``, ``cmap``,
-            ``opacity``, ``threshold``).
+            ``opacity``, ``threshold``, ``toggling``); ``threshold`` defaults to
+            the task's (:func:`~captum_shallow.task_defaults`), ``toggling`` to
+            what unticking a layer means for ``cam``.
 
     Returns:
         Explorer: Displays itself in Jupyter; ``.save(path)`` writes the page.
@@ -414,6 +476,8 @@ def explore(
     inputs = torch.stack([preprocess(photo, size) for photo in tensors]).to(device)
     explained = explain_images(cam, inputs, tensors, titles, classes, top, target)
     layers = [layer_name(model, layer) for layer in cam.layers]
+    options.setdefault("threshold", task_defaults(cam.task).threshold)
+    options.setdefault("toggling", toggle_meaning(cam))
     return Explorer(
         explained,
         layers,
@@ -477,11 +541,13 @@ def _image_data(image: ExplainedImage) -> dict[str, Any]:
 
 
 def _photo_uri(photo: Tensor) -> tuple[str, int, int]:
-    """The photo as a JPEG data URI, its longest side at most ``PHOTO_PIXELS``."""
+    """The photo as a JPEG data URI, of at most ``PHOTO_PIXELS**2`` pixels and
+    ``PHOTO_SIDE`` on its longest side."""
     picture = Image.fromarray(image_to_numpy(photo))
-    if max(picture.size) > PHOTO_PIXELS:
-        scale = PHOTO_PIXELS / max(picture.size)
-        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    width, height = picture.size
+    scale = min(1.0, PHOTO_PIXELS / (width * height) ** 0.5, PHOTO_SIDE / max(width, height))
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
         picture = picture.resize(size, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=JPEG_QUALITY)

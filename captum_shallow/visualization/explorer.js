@@ -5,13 +5,20 @@
  */
 (function () {
   "use strict";
-  var VERSION = "1";
+  var VERSION = "2";
   if (window.captumShallowExplorer && window.captumShallowExplorer.version === VERSION) {
     return;
   }
   var FUSIONS = ["max", "mean", "product", "geometric"];
   var THUMB_WIDTH = 200;
-  var BOUNDARY = [0, 229, 255];
+  var THUMB_HEIGHT = 240;
+  // Photos this much wider than high get one panel per row; this much higher, a height cap.
+  var WIDE = 2.5;
+  var TALL = 0.5;
+  // Outline (and, with several classes present, tint) of each class position in the mask.
+  var PALETTE = [
+    [0, 229, 255], [255, 64, 160], [255, 214, 0], [80, 220, 100], [255, 140, 0], [170, 120, 255],
+  ];
 
   // --- the maths of captum_shallow.fuse_maps ------------------------------------
 
@@ -166,36 +173,60 @@
     ctx.putImageData(image, 0, 0);
   }
 
-  /** IRN's rule: background where the normalised map <= t. Returns the foreground share. */
-  function paintMask(canvas, pixels, values, threshold) {
+  /** IRN's rule (captum_shallow.segmentation.pseudo_masks): each pixel takes the argmax
+   * over the background score t and the present classes' normalised maps, ties to the
+   * first (the background, then the lower class position). `present` is a list of
+   * {pos, values}; the label of a pixel is 0 (background) or 1 + its class position. */
+  function irnLabels(present, threshold, n) {
+    var labels = new Uint8Array(n);
+    for (var i = 0; i < n; i++) {
+      var best = threshold;
+      var label = 0;
+      for (var c = 0; c < present.length; c++) {
+        var v = present[c].values[i];
+        if (v > best) {
+          best = v;
+          label = present[c].pos + 1;
+        }
+      }
+      labels[i] = label;
+    }
+    return labels;
+  }
+
+  /** The pseudo-mask: background dimmed, each class outlined in its colour (and tinted
+   * when several are present). Returns the share of pixels of each label. */
+  function paintMask(canvas, pixels, labels, tint) {
     var width = canvas.width;
     var height = canvas.height;
     var n = width * height;
-    var fg = new Uint8Array(n);
-    var count = 0;
-    if (values) {
-      for (var i = 0; i < n; i++) {
-        fg[i] = values[i] > threshold ? 1 : 0;
-        count += fg[i];
-      }
-    }
+    var counts = {};
     var ctx = canvas.getContext("2d");
     var image = ctx.createImageData(width, height);
     var d = image.data;
     for (var y = 0; y < height; y++) {
       for (var x = 0; x < width; x++) {
         var p = y * width + x;
+        var label = labels[p];
+        counts[label] = (counts[label] || 0) + 1;
         var rgb;
-        if (!fg[p]) {
+        if (!label) {
           var g = Math.round(0.3 * pixels.gray[p]);
           rgb = [g, g, g];
-        } else if (
-          (x > 0 && !fg[p - 1]) || (x < width - 1 && !fg[p + 1]) ||
-          (y > 0 && !fg[p - width]) || (y < height - 1 && !fg[p + width])
-        ) {
-          rgb = BOUNDARY;
         } else {
-          rgb = [pixels.rgb[4 * p], pixels.rgb[4 * p + 1], pixels.rgb[4 * p + 2]];
+          var colour = PALETTE[(label - 1) % PALETTE.length];
+          if (
+            (x > 0 && labels[p - 1] !== label) || (x < width - 1 && labels[p + 1] !== label) ||
+            (y > 0 && labels[p - width] !== label) || (y < height - 1 && labels[p + width] !== label)
+          ) {
+            rgb = colour;
+          } else if (tint) {
+            rgb = [0, 1, 2].map(function (k) {
+              return Math.round(0.6 * pixels.rgb[4 * p + k] + 0.4 * colour[k]);
+            });
+          } else {
+            rgb = [pixels.rgb[4 * p], pixels.rgb[4 * p + 1], pixels.rgb[4 * p + 2]];
+          }
         }
         d[4 * p] = rgb[0];
         d[4 * p + 1] = rgb[1];
@@ -204,7 +235,9 @@
       }
     }
     ctx.putImageData(image, 0, 0);
-    return count / n;
+    var shares = {};
+    Object.keys(counts).forEach(function (label) { shares[label] = counts[label] / n; });
+    return shares;
   }
 
   /** A photo's pixels at a size: RGBA and Captum's grey (the channels' mean). */
@@ -233,10 +266,12 @@
     return (100 * value).toFixed(value < 0.001 ? 2 : 1) + " %";
   }
 
-  function slider(label, className, value, step, help) {
+  /** A labelled range input in [0, 1]; `id` names its help text for aria-describedby. */
+  function slider(label, className, value, step, help, id) {
     var wrap = el("label", "csx-control");
     var head = el("span", "csx-control-label", label + " ");
     var output = el("output", "csx-value");
+    output.setAttribute("aria-hidden", "true"); // the input announces its own value
     head.appendChild(output);
     var input = el("input", className);
     input.type = "range";
@@ -244,9 +279,15 @@
     input.max = "1";
     input.step = String(step);
     input.value = String(value);
+    input.setAttribute("aria-label", label);
     wrap.appendChild(head);
     wrap.appendChild(input);
-    if (help) wrap.appendChild(el("span", "csx-help", help));
+    if (help) {
+      var note = el("span", "csx-help", help);
+      note.id = id;
+      input.setAttribute("aria-describedby", id);
+      wrap.appendChild(note);
+    }
     return { wrap: wrap, input: input, output: output };
   }
 
@@ -273,6 +314,8 @@
     this.layers = explorer.data.layers;
     this.state = {
       classPos: data.initial,
+      present: data.classes.map(function (cls, pos) { return pos === data.initial; }),
+      presentChosen: false,
       view: "fused",
       enabled: this.layers.map(function () { return true; }),
       fusion: explorer.data.fusion,
@@ -292,6 +335,10 @@
     var section = el("section", "csx-image");
     section.id = id;
     section.dataset.image = String(this.number);
+    section.setAttribute("aria-label", data.name);
+    var aspect = data.width / data.height;
+    if (aspect >= WIDE) section.classList.add("csx-wide");
+    if (aspect <= TALL) section.classList.add("csx-tall");
 
     var head = el("header", "csx-head");
     head.appendChild(el("h2", "csx-name", data.name));
@@ -312,6 +359,10 @@
       button.appendChild(bar);
       button.addEventListener("click", function () {
         self.state.classPos = pos;
+        if (!self.state.presentChosen) {
+          // Until a class is ticked present by hand, the mask is the shown class's.
+          self.state.present = self.state.present.map(function (on, p) { return p === pos; });
+        }
         self.update(true);
       });
       classes.appendChild(button);
@@ -324,12 +375,12 @@
     var opacity = slider("Overlay opacity", "csx-opacity", this.state.opacity, 0.05);
     var threshold = slider(
       "Background threshold t", "csx-threshold", this.state.threshold, 0.01,
-      "background: normalised map ≤ t (IRN)"
+      "background where every present class's normalised map ≤ t (IRN)", id + "-threshold-help"
     );
     var fusion = choice("Fusion of ticked layers", "csx-fusion",
       FUSIONS.map(function (f) { return [f, f]; }), this.state.fusion);
     var scaling = choice("Fused map colours", "csx-scaling", [
-      ["documented", "product as value^(1/L)"],
+      ["documented", "as documented (a product: value^(1/L))"],
       ["linear", "linear"],
     ], this.state.scaling);
     opacity.input.addEventListener("input", function () {
@@ -355,10 +406,12 @@
     var panels = el("div", "csx-panels");
     var size = data.width + "×" + data.height + " px";
     this.photoCanvas = this.panel(panels, "csx-photo", "Photo · " + size);
+    this.photoCanvas.setAttribute("aria-label", "Photo " + data.name + ", " + size);
     this.overlayCanvas = this.panel(panels, "csx-overlay", "");
     this.maskCanvas = this.panel(panels, "csx-mask", "");
     this.overlayCaption = this.overlayCanvas.parentNode.querySelector("figcaption");
     this.maskCaption = this.maskCanvas.parentNode.querySelector("figcaption");
+    this.maskCanvas.parentNode.appendChild(this.presentBoxes());
     this.readout = el("div", "csx-readout", "point at the map to read its value");
     this.overlayCanvas.parentNode.appendChild(this.readout);
     this.overlayCanvas.parentNode.insertBefore(this.explorer.colorbar(), this.overlayCaption);
@@ -367,6 +420,7 @@
 
     var maps = el("div", "csx-maps");
     maps.appendChild(el("h3", "csx-maps-title", "Maps · click one to view it, tick a layer to fuse it"));
+    maps.appendChild(el("p", "csx-toggling", this.explorer.data.toggling));
     var thumbs = el("div", "csx-thumbs");
     this.thumbs = [this.thumb(thumbs, "fused", "Fused map")];
     this.toggles = [];
@@ -378,9 +432,39 @@
     return section;
   };
 
+  /** A tick box per class: the classes present in the image, for the pseudo-mask. */
+  ImageView.prototype.presentBoxes = function () {
+    var self = this;
+    var set = el("fieldset", "csx-present-set");
+    set.appendChild(el("legend", "", "Classes present (pseudo-mask)"));
+    this.presentToggles = this.data.classes.map(function (cls, pos) {
+      var label = el("label", "csx-present-label");
+      var box = el("input", "csx-present");
+      box.type = "checkbox";
+      box.checked = self.state.present[pos];
+      box.dataset.classPos = String(pos);
+      box.setAttribute("aria-label", cls.name + " is present");
+      box.addEventListener("change", function () {
+        self.state.present[pos] = box.checked;
+        self.state.presentChosen = true;
+        self.update(true);
+      });
+      var swatch = el("span", "csx-swatch");
+      swatch.setAttribute("aria-hidden", "true");
+      swatch.style.background = "rgb(" + PALETTE[pos % PALETTE.length].join(",") + ")";
+      label.appendChild(box);
+      label.appendChild(swatch);
+      label.appendChild(document.createTextNode(cls.name));
+      set.appendChild(label);
+      return box;
+    });
+    return set;
+  };
+
   ImageView.prototype.panel = function (parent, className, caption) {
     var figure = el("figure", "csx-panel");
     var canvas = el("canvas", className);
+    canvas.setAttribute("role", "img");
     canvas.width = this.data.width;
     canvas.height = this.data.height;
     figure.appendChild(canvas);
@@ -393,11 +477,20 @@
     var self = this;
     var figure = el("figure", "csx-thumb");
     figure.dataset.view = view;
-    figure.tabIndex = 0;
+    var button = el("button", "csx-view");
+    button.type = "button";
+    button.setAttribute("aria-label", "Show " + (layer === undefined ? "the fused map" : "layer " + caption));
     var canvas = el("canvas", "");
-    canvas.width = Math.min(THUMB_WIDTH, this.data.width);
-    canvas.height = Math.max(1, Math.round(this.data.height * canvas.width / this.data.width));
-    figure.appendChild(canvas);
+    var aspect = this.data.width / this.data.height;
+    canvas.width = Math.min(aspect >= WIDE ? 3 * THUMB_WIDTH : THUMB_WIDTH, this.data.width);
+    canvas.height = Math.max(1, Math.round(canvas.width / aspect));
+    if (canvas.height > THUMB_HEIGHT) {
+      canvas.height = THUMB_HEIGHT;
+      canvas.width = Math.max(1, Math.round(THUMB_HEIGHT * aspect));
+    }
+    canvas.setAttribute("aria-hidden", "true"); // the button names it
+    button.appendChild(canvas);
+    figure.appendChild(button);
     var text = el("figcaption", "");
     if (layer !== undefined) {
       var toggle = el("input", "csx-toggle");
@@ -405,6 +498,7 @@
       toggle.checked = true;
       toggle.dataset.layer = String(layer);
       toggle.title = "fuse this layer";
+      toggle.setAttribute("aria-label", "Fuse layer " + caption);
       toggle.addEventListener("click", function (event) { event.stopPropagation(); });
       toggle.addEventListener("change", function () {
         self.state.enabled[layer] = toggle.checked;
@@ -424,15 +518,9 @@
       self.state.view = view;
       self.update(true);
     };
-    figure.addEventListener("click", select);
-    figure.addEventListener("keydown", function (event) {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        select();
-      }
-    });
+    figure.addEventListener("click", select); // the button, or anywhere on the card
     parent.appendChild(figure);
-    return { figure: figure, canvas: canvas, caption: text, view: view, pixels: null };
+    return { figure: figure, button: button, canvas: canvas, caption: text, view: view, pixels: null };
   };
 
   /** Decoded layer maps of a class (cached). */
@@ -446,9 +534,10 @@
     return this.cache[pos];
   };
 
-  /** The fused map of the current class, ticked layers and fusion; null with no layer. */
-  ImageView.prototype.fusedMap = function () {
-    var maps = this.layerMaps(this.state.classPos);
+  /** The fused map of a class (default: the shown one) with the ticked layers and the
+   * fusion chosen; null with no layer ticked. */
+  ImageView.prototype.fusedMap = function (pos) {
+    var maps = this.layerMaps(pos === undefined ? this.state.classPos : pos);
     var enabled = this.state.enabled;
     var chosen = maps.filter(function (m, k) { return enabled[k]; });
     return chosen.length ? fuse(chosen, this.state.fusion, this.explorer.data.gamma) : null;
@@ -467,6 +556,27 @@
     return view === "fused" ? fused : this.layerMaps(this.state.classPos)[Number(view)];
   };
 
+  /** The present classes' maps as the pseudo-mask uses them: the view shown (fused or one
+   * layer), upsampled to the photo and divided by the maximum; classes without a map
+   * (no positive value, no layer ticked) are left out, as they can never win. */
+  ImageView.prototype.presentMaps = function (shown) {
+    var self = this;
+    var state = this.state;
+    var present = [];
+    state.present.forEach(function (on, pos) {
+      if (!on) return;
+      var values;
+      if (pos === state.classPos) {
+        values = shown;
+      } else {
+        var map = state.view === "fused" ? self.fusedMap(pos) : self.layerMaps(pos)[Number(state.view)];
+        values = map ? mapAt(map, self.data.height, self.data.width) : null;
+      }
+      if (values) present.push({ pos: pos, values: values });
+    });
+    return present;
+  };
+
   /** Redraw; `maps` when the class, view, layers, fusion or scaling changed. */
   ImageView.prototype.update = function (maps) {
     if (!this.pixels) return; // the photo is still decoding; start() draws everything
@@ -477,30 +587,51 @@
     if (maps || !this.current) {
       var fused = this.fusedMap();
       var map = this.viewMap(state.view, fused);
+      var values = map ? mapAt(map, this.data.height, this.data.width) : null;
       this.current = {
         fused: fused,
-        values: map ? mapAt(map, this.data.height, this.data.width) : null,
+        values: values,
+        present: this.presentMaps(values),
         exponent: state.view === "fused" ? this.exponent() : 1,
       };
       this.classButtons.forEach(function (button, pos) {
         button.setAttribute("aria-pressed", String(pos === state.classPos));
       });
+      this.presentToggles.forEach(function (box, pos) { box.checked = state.present[pos]; });
       this.captions();
     }
     var current = this.current;
+    var n = this.data.width * this.data.height;
     paintOverlay(this.overlayCanvas, this.pixels, current.values, current.exponent, state.opacity, table);
-    state.foreground = paintMask(this.maskCanvas, this.pixels, current.values, state.threshold);
+    current.labels = irnLabels(current.present, state.threshold, n);
+    var shares = paintMask(this.maskCanvas, this.pixels, current.labels, current.present.length > 1);
+    state.foreground = 1 - (shares[0] || 0);
     this.outputs.opacity.textContent = state.opacity.toFixed(2);
     this.outputs.threshold.textContent = state.threshold.toFixed(2);
-    this.maskCaption.textContent = current.values
-      ? "Pseudo-mask at t = " + state.threshold.toFixed(2) + " · foreground " + percent(state.foreground)
-      : "Pseudo-mask · no map to threshold";
+    var mask;
+    if (!current.present.length) {
+      mask = state.present.some(Boolean)
+        ? "Pseudo-mask · no map to threshold"
+        : "Pseudo-mask · tick a class present";
+    } else {
+      mask = "Pseudo-mask at t = " + state.threshold.toFixed(2) + " · foreground " + percent(state.foreground);
+      if (current.present.length === 1) {
+        mask = mask.replace("Pseudo-mask", "Pseudo-mask of " + this.data.classes[current.present[0].pos].name);
+      } else {
+        mask += " (" + current.present.map(function (c) {
+          return self.data.classes[c.pos].name + " " + percent(shares[c.pos + 1] || 0);
+        }).join(", ") + ")";
+      }
+    }
+    this.maskCaption.textContent = mask;
+    this.maskCanvas.setAttribute("aria-label", mask);
     this.thumbs.forEach(function (thumb) {
       var map = self.viewMap(thumb.view, current.fused);
       var values = map ? mapAt(map, thumb.canvas.height, thumb.canvas.width) : null;
       var exponent = thumb.view === "fused" ? self.exponent() : 1;
       paintOverlay(thumb.canvas, thumb.pixels, values, exponent, state.opacity, table);
       thumb.figure.classList.toggle("csx-selected", thumb.view === state.view);
+      thumb.button.setAttribute("aria-pressed", String(thumb.view === state.view));
       var layer = Number(thumb.view);
       thumb.figure.classList.toggle("csx-off", thumb.view !== "fused" && !state.enabled[layer]);
     });
@@ -524,6 +655,7 @@
     }
     if (!this.current.values && count) text += " · no positive evidence";
     this.overlayCaption.textContent = text;
+    this.overlayCanvas.setAttribute("aria-label", text);
     var fusedThumb = this.thumbs[0].caption;
     fusedThumb.textContent = "Fused map · " + state.fusion + " of " + count;
   };
@@ -535,9 +667,9 @@
     var x = Math.floor((event.clientX - box.left) * this.data.width / box.width);
     var y = Math.floor((event.clientY - box.top) * this.data.height / box.height);
     if (x < 0 || y < 0 || x >= this.data.width || y >= this.data.height) return;
-    var value = values[y * this.data.width + x];
-    this.readout.textContent = "at (" + x + ", " + y + "): map " + value.toFixed(3) +
-      (value > this.state.threshold ? " · foreground" : " · background");
+    var label = this.current.labels[y * this.data.width + x];
+    this.readout.textContent = "at (" + x + ", " + y + "): map " + values[y * this.data.width + x].toFixed(3) +
+      " · mask: " + (label ? this.data.classes[label - 1].name : "background");
   };
 
   ImageView.prototype.start = function () {
@@ -593,8 +725,11 @@
       "The fused map is recomputed here from the layer maps exactly as " +
         "captum_shallow.fuse_maps does: each map upsampled (bilinear) to the largest " +
         "one, clamped at 0, divided by its maximum, combined, divided again.",
-      "The pseudo-mask follows IRN: a pixel whose normalised map is at most t is " +
-        "background. t applies to the map's values, not to its colours.",
+      "The pseudo-mask follows IRN: the map of each class ticked as present (upsampled " +
+        "to the photo, divided by its maximum) competes with a constant background " +
+        "score t, and each pixel takes the highest (ties go to the background). With one " +
+        "class present, a pixel is background where its map is at most t. t applies to " +
+        "the map's values, not to its colours; it starts at the explainer's task default.",
     ].forEach(function (text) { help.appendChild(el("p", "", text)); });
     head.appendChild(help);
     if (data.images.length > 1) {
@@ -658,6 +793,13 @@
   Explorer.prototype.fusedMap = function (i) {
     var map = this.views[i].fusedMap();
     return map && { height: map.height, width: map.width, values: Array.from(map.values) };
+  };
+
+  /** The pseudo-mask image i shows now: {height, width, labels} (0: background,
+   * 1 + p: the class at position p). */
+  Explorer.prototype.mask = function (i) {
+    var view = this.views[i];
+    return { height: view.data.height, width: view.data.width, labels: Array.from(view.current.labels) };
   };
 
   /** Layer k's embedded map (÷ its maximum) for class position pos of image i. */
