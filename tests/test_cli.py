@@ -79,8 +79,8 @@ def test_demo_writes_the_comparison_figure_and_prints_the_top5(tmp_path: Path) -
     assert [line.split()[0] for line in lines[2:6]] == ["281", "282", "287", "728"]
     assert lines[6] == f"wrote {Path('figs') / 'demo.png'}"
     # 5 panels in 2 rows of 3 (3 in wide); each row 300/451 of 3 in + 0.45 in of panel
-    # titles; 0.4 in of title, 0.6 in of colour bar; 100 dpi.
-    assert _png_size(tmp_path / "figs" / "demo.png") == (900, 589)
+    # titles; 0.4 in of title, 0.6 in of colour bar, 0.25 in of caption; 100 dpi.
+    assert _png_size(tmp_path / "figs" / "demo.png") == (900, 614)
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["demo.png"]
 
 
@@ -149,6 +149,26 @@ def test_the_explain_figure_says_what_every_map_was_computed_with(
         "All maps: ShallowCAM, localisation task; truncation soft:quantile=0.5, "
         "propagation soft:quantile=0.9 at gates=layers",
         "All maps: ShallowCAM, segmentation task; truncation soft:quantile=0.9",
+    ]
+
+
+def test_the_demo_figure_says_what_the_shallowcam_panel_was_computed_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import captum_shallow.cli._demo as demo
+
+    captions: list[str | None] = []
+    draw = demo.attribution_figure
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        captions.append(kwargs.get("caption"))
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(demo, "attribution_figure", spy)
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    assert captions == [
+        "ShallowCAM panel, localisation task; truncation soft:quantile=0.5, "
+        "propagation soft:quantile=0.9 at gates=layers"
     ]
 
 

@@ -25,6 +25,7 @@ from captum_shallow.models import (
     sample_photo,
 )
 from captum_shallow.visualization import attribution_figure, display_scaling
+from captum_shallow.visualization._explorer import cam_settings
 
 from ._errors import CLIError
 from ._files import make_folder, write_figure
@@ -35,6 +36,7 @@ from ._options import (
     parse_device,
     parse_target,
     parse_truncation,
+    settings_caption,
 )
 
 NAME = "demo"
@@ -141,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         photo,
         [(f"{args.photo}\n{classes[target]}", None), *zip(titles, maps, strict=True)],
         title=f"{args.model} on '{args.photo}': {label}",
+        caption=settings_caption(cam_settings(cam), "ShallowCAM panel"),
     )
     folder = make_folder(args.out)
     path = write_figure(figure, folder / FIGURE_NAME, dpi=DPI)

@@ -41,6 +41,7 @@ from ._options import (
     parse_target,
     positive_int,
     resolve_layer_spec,
+    settings_caption,
 )
 
 NAME = "explain"
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     method = cam.method
     truncated = describe_truncation(cam.truncations[0])
     settings = cam_settings(cam, loaded.name, loaded.input_size)
-    caption = _settings_line(settings)
+    caption = settings_caption(settings, "All maps: ShallowCAM")
     explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1
@@ -199,15 +200,6 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot write {folder / REPORT_NAME}: {one_line(error)}") from None
         print(f"{len(explained)} images -> {written}")
     return 0
-
-
-def _settings_line(settings: dict[str, str]) -> str:
-    """The figure's caption: what every map was computed with (the propagation changes
-    the layer maps too, not only the fused one)."""
-    line = f"All maps: ShallowCAM, {settings['task']} task; truncation {settings['truncation']}"
-    if settings["propagation"] != "none":
-        line += f", propagation {settings['propagation']} at gates={settings['gates']}"
-    return line
 
 
 def _size(attribution: Tensor) -> str:

@@ -247,6 +247,16 @@ def describe_cam(cam: ShallowCAM) -> dict[str, object]:
     }
 
 
+def settings_caption(settings: dict[str, str], subject: str) -> str:
+    """A figure's caption: what ``subject``'s maps were computed with, from
+    :func:`~captum_shallow.visualization._explorer.cam_settings` (the propagation
+    changes the layer maps too, not only the fused one)."""
+    line = f"{subject}, {settings['task']} task; truncation {settings['truncation']}"
+    if settings["propagation"] != "none":
+        line += f", propagation {settings['propagation']} at gates={settings['gates']}"
+    return line
+
+
 def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
     """The model the options name: ``--model``, or ``--arch`` with ``--weights``.
 
