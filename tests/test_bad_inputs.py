@@ -25,6 +25,8 @@ from PIL import Image
 from torch import nn
 from torchvision.models import resnet18
 
+import captum_shallow._atomic as atomic_module
+import captum_shallow.cli._files as cli_files
 import captum_shallow.segmentation._mask_pipeline as pipeline_module
 from captum_shallow import GradientTruncation, LayerCAM, LayerGradCam, ShallowCAM, fuse_maps
 from captum_shallow._atomic import TEMPORARY_PREFIX, open_temporary
@@ -224,28 +226,51 @@ def test_read_image_refuses_integer_pixels_beyond_16_bits(tmp_path: Path) -> Non
 # --- 4. full disk -------------------------------------------------------------------
 
 
+class _FillingDisk:
+    """A disk that fills up at the second mask: from then on no new file fits, except
+    in the room that a reserve the run held when it filled leaves once removed."""
+
+    def __init__(self, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.out = out
+        self.full = False
+        self.reserved = False
+        self.masks = 0
+        self.real_writer = pipeline_module.atomic_write
+        self.real_open = cli_files.open_temporary
+        monkeypatch.setattr(pipeline_module, "atomic_write", self.writer)
+        monkeypatch.setattr(cli_files, "open_temporary", self.open_temporary)
+
+    def reserves(self) -> list[Path]:
+        return list(self.out.glob(f"{TEMPORARY_PREFIX}reserve.*"))
+
+    @contextmanager
+    def writer(self, path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+        self.masks += 1
+        if self.masks == 2:
+            self.full, self.reserved = True, bool(self.reserves())
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        with self.real_writer(path) as stream:
+            yield stream
+
+    def open_temporary(self, path: str | os.PathLike[str]) -> tuple[int, str]:
+        if self.full and not (self.reserved and not self.reserves()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real_open(path)
+
+
 def test_full_disk_stops_with_one_line_and_keeps_the_manifest_true(
     dataset: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = pipeline_module.atomic_write
-    written: list[str] = []
-
-    @contextmanager
-    def filling_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-        if len(written) == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        with real(path) as stream:
-            yield stream
-        written.append(str(path))
-
-    monkeypatch.setattr(pipeline_module, "atomic_write", filling_writer)
     out = tmp_path / "out"
+    disk = _FillingDisk(out, monkeypatch)
     message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert disk.reserved  # the run held room for its report when the disk filled
     assert message.startswith(f"No space left on device writing {out / 'b.png'}")
-    assert "rerun the same command to resume" in message
+    assert message.endswith("free space, then rerun the same command to resume")
     assert _mask_names(out) == ["a.png"]
     assert (out / "failures.txt").read_text().startswith(f"{dataset / 'b.png'}\tNo space left")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -254,11 +279,58 @@ def test_full_disk_stops_with_one_line_and_keeps_the_manifest_true(
     assert "No space left on device" in manifest["error"]
     assert not [path for path in out.rglob(".*") if path.is_file()]  # no temporary, no lock
 
-    monkeypatch.setattr(pipeline_module, "atomic_write", real)
-    assert main(_masks_argv(dataset, out)) == 0  # disk freed: resume
+    monkeypatch.undo()  # disk freed: resume
+    assert main(_masks_argv(dataset, out)) == 0
     assert _mask_names(out) == ["a.png", "b.png", "c.png"]
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
     assert (out / "failures.txt").read_text() == ""
+
+
+def test_a_disk_without_room_for_the_report_is_refused_before_any_work(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = atomic_module.open_temporary
+
+    def full(path: str | os.PathLike[str]) -> tuple[int, str]:
+        if Path(path).name == "reserve":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(atomic_module, "open_temporary", full)
+    out = tmp_path / "out"
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == (
+        f"cannot set aside 64 KiB in {out} for the run's report (No space left on device); "
+        "free space on that disk, then rerun"
+    )
+    assert list(out.iterdir()) == []  # no manifest, no mask, no lock
+
+
+def test_a_report_that_does_not_fit_still_updates_the_manifest(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "failures.txt").write_text("an earlier run's list\n")
+    real = cli_files.open_temporary
+
+    def no_room_for_the_list(path: str | os.PathLike[str]) -> tuple[int, str]:
+        if Path(path).name == "failures.txt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(cli_files, "open_temporary", no_room_for_the_list)
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == f"cannot write {out / 'failures.txt'}: No space left on device"
+    assert not (out / "failures.txt").exists()  # the earlier list would now be false
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["written"], manifest["failed"]) == ("complete", 3, 0)
 
 
 def test_cli_atomic_write_turns_a_full_disk_into_one_line(tmp_path: Path) -> None:

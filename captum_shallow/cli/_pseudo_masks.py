@@ -17,8 +17,8 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from captum_shallow import ShallowCAM, __version__, task_defaults
-from captum_shallow._atomic import FolderLockedError, folder_lock, remove_temporaries
+from captum_shallow._atomic import (
+    FolderLockedError,
+    folder_lock,
+    remove_temporaries,
+    space_reserve,
+)
 from captum_shallow.segmentation._irn import IRN_THRESHOLD
 from captum_shallow.segmentation._mask_files import MaskJob, folder_jobs, voc_jobs
 from captum_shallow.segmentation._mask_pipeline import (
@@ -59,6 +64,11 @@ MANIFEST = "manifest.json"
 FAILURES = "failures.txt"
 #: Exit status when some images could not be read (the others are written).
 EXIT_FAILED_IMAGES = 1
+#: Room set aside on the output's disk for the report (failures.txt and the
+#: manifest), freed before writing it: a run stopped by a full disk still says so.
+REPORT_RESERVE_BASE = 64 * 1024
+REPORT_RESERVE_PER_IMAGE = 256
+REPORT_RESERVE_MAX = 16 * 2**20
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -208,9 +218,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(changed)}); refusing to mix them: rerun with the same options "
                 "and inputs to resume, or choose another --out"
             )
+        release_reserve = None
         if rank == 0:
             for folder in _output_folders(out, jobs):
                 remove_temporaries(folder)
+            release_reserve = _reserve_report_space(held, out, len(jobs))
             _write_manifest(out, config, world_size, None, len(jobs))
         _barrier(world_size)
 
@@ -250,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{totals.stopped}: the disk holding {out} is full; free space, then rerun "
                 "the same command to resume"
             )
-        if rank == 0:
+        if release_reserve is not None:
+            release_reserve()  # a full disk still has room for the report
             try:
                 _report(out, config, world_size, totals, len(jobs))
             except CLIError as error:
@@ -455,6 +468,19 @@ def _take_lock(held: ExitStack, out: Path) -> None:
         raise CLIError(f"cannot lock {out}: {error.strerror or error}") from None
 
 
+def _reserve_report_space(held: ExitStack, out: Path, images: int) -> Callable[[], None]:
+    """Set aside room for ``failures.txt`` and the manifest until ``held`` closes."""
+    size = min(REPORT_RESERVE_BASE + REPORT_RESERVE_PER_IMAGE * images, REPORT_RESERVE_MAX)
+    try:
+        release: Callable[[], None] = held.enter_context(space_reserve(out, size))
+    except OSError as error:
+        raise CLIError(
+            f"cannot set aside {size // 1024} KiB in {out} for the run's report "
+            f"({error.strerror or error}); free space on that disk, then rerun"
+        ) from None
+    return release
+
+
 def _output_folders(out: Path, jobs: list[MaskJob]) -> set[Path]:
     """The folders a run writes to: the only places where its temporaries can be."""
     folders = {out}
@@ -468,10 +494,19 @@ def _report(
 ) -> None:
     failures = sorted(totals.failures)
     lines = "".join(f"{path}\t{reason}\n" for path, reason in failures)
+    unwritten = None
     if failures or (out / FAILURES).exists():
-        with atomic_write(out / FAILURES) as stream:
-            stream.write(lines.encode())
+        try:
+            with atomic_write(out / FAILURES) as stream:
+                stream.write(lines.encode())
+        except CLIError as error:
+            unwritten = error
+            with suppress(OSError):
+                (out / FAILURES).unlink()  # an earlier run's list would now be false
+    # The manifest still records the run (and how many failed) when the list did not fit.
     _write_manifest(out, config, world_size, totals, images)
+    if unwritten is not None:
+        raise unwritten
     if totals.stopped is not None:
         return  # the caller's one-line error says the rest
     rate = totals.written / totals.seconds if totals.seconds > 0 else 0.0
