@@ -611,6 +611,27 @@ def test_a_compiled_model_is_explained_through_its_original_module() -> None:
         inputs, target=1))  # fmt: skip
 
 
+def test_from_model_finds_a_compiled_models_layers_without_compiling() -> None:
+    model = _small_model()
+    graphs: list[object] = []
+
+    def counting_backend(graph: torch.fx.GraphModule, example_inputs: object) -> object:
+        graphs.append(graph)
+        return graph.forward
+
+    compiled = torch.compile(model, backend=counting_backend)
+    cam = ShallowCAM.from_model(compiled, 32)
+    eager = ShallowCAM.from_model(model, 32)
+    assert graphs == []  # the layer search ran the original module, not a traced graph
+    assert cam.layers == eager.layers
+    assert [model.get_submodule(name) for name in ("layer1", "layer2", "layer3")] == list(
+        cam.layers
+    )[:3]
+    inputs = torch.rand(2, 3, 32, 32)
+    assert torch.equal(cam.attribute(inputs, target=1), eager.attribute(inputs, target=1))
+    assert graphs == []
+
+
 def test_a_layer_silenced_by_a_compiled_forward_says_what_to_do() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 2)).eval()  # fmt: skip

@@ -22,7 +22,7 @@ from torch.nn import Module
 from ._cams import LayerCAM, _TruncatedLayerCAM
 from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
-from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from ._hooks import format_inputs, layer_gradients_and_activations, layer_name, uncompiled
 from ._propagation import (
     GATE_KEYWORDS,
     Gates,
@@ -215,11 +215,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
     def multiplies_by_inputs(self) -> bool:
         """False: the fused map is not a "global" attribution in Captum's sense.
 
-        Each layer's map is normalised to [0, 1] and the maps are fused (by
-        product by default) across layers, so the result is not a sensitivity
-        times the activations of any one layer, whatever ``method`` is; Captum's
-        ``NoiseTunnel`` passes this on, and it is the flag to give
-        ``captum.metrics.infidelity_perturb_func_decorator``.
+        Each layer's map is normalised to [0, 1] and the maps are fused across
+        layers (``fusion``: max, mean, product or geometric mean), so the result
+        is not a sensitivity times the activations of any one layer, whatever
+        ``method`` is; Captum's ``NoiseTunnel`` passes this on, and it is the
+        flag to give ``captum.metrics.infidelity_perturb_func_decorator``.
 
         Examples::
 
@@ -345,7 +345,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         Args:
             model (torch.nn.Module): A model whose layers return spatial maps
                 (any CNN, ViT, Swin, MaxViT, ...), in any dtype and on any
-                device; it is also the forward function.
+                device; it is also the forward function. A ``torch.compile``
+                wrapper is searched and attributed through the module it wraps.
             task (str, optional): ``"localisation"`` or ``"segmentation"``.
                 Default: ``"localisation"``
             input_size (int or tuple[int, int], optional): The input size at
@@ -374,9 +375,10 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         # Imported here: the core does not need the models subpackage otherwise.
         from ..models import layer_preset, resolve_layers
 
-        preset = layer_preset(model, input_size)
+        eager = uncompiled(model)  # a compiled model's layers are its original's
+        preset = layer_preset(eager, input_size)
         kwargs.setdefault("reshape", preset.reshape)
-        return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
+        return cls(model, resolve_layers(eager, list(preset.fusion)), task=task, **kwargs)
 
     def __repr__(self) -> str:
         names = [layer_name(self.forward_func, layer) for layer in self.layers]
