@@ -223,6 +223,17 @@ def test_read_image_refuses_integer_pixels_beyond_16_bits(tmp_path: Path) -> Non
         read_image(tmp_path / "wide.tif")
 
 
+def test_read_image_refuses_floating_point_pixels_instead_of_reading_black(
+    tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((16, 16), 0.8, dtype=np.float32)).save(path)  # Pillow gave 0
+    with pytest.raises(ValueError, match=r"float\.tif: floating-point pixels \(Pillow mode F\)"):
+        read_image(path)
+    message = _one_line_error(capsys, _explain_argv(resnet5, str(path), "--out", str(tmp_path)))
+    assert message.startswith(f"cannot read image {path}: floating-point pixels")
+
+
 # --- 4. full disk -------------------------------------------------------------------
 
 
