@@ -369,6 +369,27 @@ def test_out_equal_to_or_inside_root_is_refused(
     assert sorted(path.name for path in dataset.rglob("*")) == before
 
 
+@pytest.mark.parametrize("labels", ["image,classes\n", "image,classes\n\n , \n"])
+def test_a_labels_file_without_images_is_one_line_not_an_empty_success(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], labels: str
+) -> None:
+    (dataset / "labels.csv").write_text(labels)
+    message = _one_line_error(capsys, _masks_argv(dataset, tmp_path / "out"))
+    assert message == f"labels file {dataset / 'labels.csv'} lists no image (only its header)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_voc_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    voc = tmp_path / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n")
+    argv = ["pseudo-masks", "--dataset", "voc", "--root", str(voc), "--out", str(tmp_path / "o")]
+    message = _one_line_error(capsys, argv)
+    assert message == f"split file {voc / 'ImageSets/Segmentation/train.txt'} lists no image id"
+    assert not (tmp_path / "o").exists()
+
+
 # --- 6. resume after the labels changed ----------------------------------------------
 
 
