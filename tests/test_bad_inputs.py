@@ -613,6 +613,28 @@ def test_an_empty_batch_is_a_clear_value_error(method: type[LayerCAM]) -> None:
         )
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_given_float32_inputs_says_which_dtype_to_pass(
+    dtype: torch.dtype,
+) -> None:
+    model = _small_model().to(dtype)
+    inputs = torch.rand(2, 3, 32, 32)
+    name = str(dtype).removeprefix("torch.")
+    expected = (
+        rf"^the inputs are float32 but the model's parameters are {name}: pass "
+        rf"inputs\.to\(torch\.{name}\) \(or convert the model back with model\.float\(\)\) \("
+    )
+    with pytest.raises(TypeError, match=expected):
+        ShallowCAM.from_model(model, 32).attribute(inputs, target=1)
+    with pytest.raises(TypeError, match=expected):
+        LayerGradCam(model, model.layer2).attribute(inputs, target=1)
+    if dtype is torch.bfloat16:  # what the message says works (CPU convolutions in bfloat16)
+        fused = ShallowCAM.from_model(model, 32).attribute(inputs.to(dtype), target=1)
+        assert fused.dtype is dtype
+        assert bool(fused.isfinite().all())
+        assert float(fused.amax()) == 1.0
+
+
 @pytest.mark.parametrize(
     "target",
     [np.int64(3), np.array(3), np.array([3, 0]), [np.int64(3), np.int32(0)], np.int32(3)],

@@ -261,6 +261,9 @@ def layer_gradients_and_activations(
                 "the target does not depend on the chosen layer's output (no gradient path); "
                 "pick a layer that the model's output is computed from"
             ) from error
+        mismatch = _dtype_mismatch(forward_func, inputs)
+        if mismatch is not None:
+            raise TypeError(f"{mismatch} ({' '.join(str(error).split())})") from error
         raise
     finally:
         for handle in handles:
@@ -275,6 +278,24 @@ def layer_gradients_and_activations(
     pairs = list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
     return reshape_layer_tensors(
         reshape, pairs, inputs, lambda: [layer_name(forward_func, layer) for layer in layers]
+    )
+
+
+def _dtype_mismatch(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...]) -> str | None:
+    """What to do when the floating inputs' dtype is not the model's (a ``model.half()``
+    given float32 images), else None."""
+    if not isinstance(forward_func, Module):
+        return None
+    weights = {p.dtype for p in forward_func.parameters() if p.is_floating_point()}
+    given = {t.dtype for t in inputs if t.is_floating_point()}
+    if len(weights) != 1 or not given or given == weights:
+        return None
+    (dtype,) = weights
+    names = ", ".join(sorted(str(d).removeprefix("torch.") for d in given))
+    return (
+        f"the inputs are {names} but the model's parameters are "
+        f"{str(dtype).removeprefix('torch.')}: pass inputs.to({dtype}) (or convert the model "
+        "back with model.float())"
     )
 
 
