@@ -109,6 +109,13 @@ def test_fuse_maps_refuses_non_finite_maps() -> None:
         fuse_maps([bad, good])
 
 
+def test_fuse_maps_given_one_tensor_instead_of_a_list_is_a_type_error() -> None:
+    maps = torch.rand(2, 1, 4, 4)
+    with pytest.raises(TypeError, match=r"one Tensor of shape \(2, 1, 4, 4\); pass \[maps\]"):
+        fuse_maps(maps)  # type: ignore[arg-type]
+    assert torch.equal(fuse_maps([maps]), maps / maps.amax(dim=(1, 2, 3), keepdim=True))
+
+
 def test_shallowcam_names_the_layer_whose_map_is_not_finite() -> None:
     model = resnet18(num_classes=5).eval()
     inputs = torch.rand(2, 3, 32, 32)
