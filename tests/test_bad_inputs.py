@@ -32,7 +32,12 @@ from captum_shallow import GradientTruncation, LayerCAM, LayerGradCam, ShallowCA
 from captum_shallow._atomic import TEMPORARY_PREFIX, open_temporary
 from captum_shallow.cli import CLIError, atomic_write, main
 from captum_shallow.models import build_model, class_index, imagenet_classes, read_image
-from captum_shallow.segmentation._mask_files import MaskJob, read_class_names, read_labels_file
+from captum_shallow.segmentation._mask_files import (
+    MaskJob,
+    read_class_names,
+    read_labels_file,
+    write_label_png,
+)
 from captum_shallow.segmentation._mask_pipeline import mask_path
 
 
@@ -410,6 +415,32 @@ def test_resume_after_the_labels_file_changed_is_refused(
     message = _one_line_error(capsys, _masks_argv(dataset, out))
     assert "(changed: labels)" in message
     assert "choose another --out" in message
+
+
+def test_resume_after_the_voc_masks_the_labels_are_read_off_changed_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    voc = tmp_path / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True)
+    for name, label in (("x", 8), ("y", 12)):  # cat, dog
+        Image.fromarray(np.full((20, 24, 3), 9 * label, dtype=np.uint8)).save(
+            voc / "JPEGImages" / f"{name}.jpg"
+        )
+        with open(voc / "SegmentationClass" / f"{name}.png", "wb") as stream:
+            write_label_png(stream, np.full((20, 24), label, dtype=np.uint8))
+    (voc / "ImageSets/Segmentation/train.txt").write_text("x\ny\n")
+    torch.save(build_model("resnet18", num_classes=20).state_dict(), tmp_path / "r20.pt")
+    argv = ["pseudo-masks", "--dataset", "voc", "--root", str(voc), "--arch", "resnet18",
+            "--weights", str(tmp_path / "r20.pt"), "--input-size", "32", "--workers", "0",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0  # unchanged: resumes, all done
+    assert "0 written, 2 already done" in capsys.readouterr().err
+    with open(voc / "SegmentationClass" / "y.png", "wb") as stream:  # y is a horse now
+        write_label_png(stream, np.full((20, 24), 13, dtype=np.uint8))
+    message = _one_line_error(capsys, argv)
+    assert "(changed: labels)" in message
 
 
 # --- 7. two runs on one --out --------------------------------------------------------

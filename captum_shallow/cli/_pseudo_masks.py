@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         out = make_folder(args.out)
         if rank == 0:
             _take_lock(held, out)
-        config = _config(args, loaded.name, loaded.input_size, names, cam, classes)
+        config = _config(args, loaded.name, loaded.input_size, names, cam, classes, jobs)
         previous = _read_manifest(out)
         if previous is not None and previous["config"] != config:
             changed = sorted(
@@ -352,8 +352,10 @@ def _config(
     layers: list[str],
     cam: ShallowCAM,
     classes: tuple[str, ...],
+    jobs: list[MaskJob],
 ) -> dict[str, Any]:
-    """Everything the masks depend on; a resume must match it (the labels by content)."""
+    """Everything the masks depend on; a resume must match it (the labels by content:
+    the labels file, or VOC's ground-truth masks they are read off)."""
     labels = args.labels
     if labels is None and args.dataset == "folder":
         labels = str(Path(args.root) / "labels.csv")
@@ -361,7 +363,7 @@ def _config(
         "dataset": args.dataset,
         "root": str(Path(args.root).resolve()),
         "split": args.split if args.dataset == "voc" else None,
-        "labels": _file_digest(labels) if labels else None,
+        "labels": _file_digest(labels) if labels else _masks_digest(jobs),
         "classes": list(classes),
         "model": model,
         "weights": _file_digest(args.weights) if args.weights else None,
@@ -384,6 +386,22 @@ def _file_digest(path: str) -> dict[str, str]:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return {"path": str(Path(path).resolve()), "sha256": digest.hexdigest()}
+
+
+def _masks_digest(jobs: list[MaskJob]) -> dict[str, str]:
+    """The content of the ground-truth masks that the jobs' labels are read off."""
+    digest = hashlib.sha256()
+    folders = set()
+    for job in jobs:
+        digest.update(f"{job.name}\0".encode())
+        if job.mask is not None:
+            folders.add(str(Path(job.mask).parent.resolve()))
+            try:
+                digest.update(Path(job.mask).read_bytes())
+            except OSError:
+                digest.update(b"\0unreadable")  # the job fails; a mask put there later counts
+        digest.update(b"\0")
+    return {"path": ", ".join(sorted(folders)), "sha256": digest.hexdigest()}
 
 
 def _versions() -> dict[str, str]:
