@@ -405,16 +405,30 @@ def test_an_empty_voc_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 # --- 6. resume after the labels changed ----------------------------------------------
 
 
-def test_resume_after_the_labels_file_changed_is_refused(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "content", "changed"),
+    [
+        ("labels.csv", "image,classes\na.png,dog\nb.png,dog\nc.png,cat\n", "labels"),
+        ("classes.txt", "dog\ncat\ncar\n", "classes"),  # the same names, another order
+    ],
+)
+def test_resume_after_the_labels_or_classes_changed_is_refused(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str,
+    changed: str,
 ) -> None:
     out = tmp_path / "out"
     assert main(_masks_argv(dataset, out)) == 0
     capsys.readouterr()
-    (dataset / "labels.csv").write_text("image,classes\na.png,dog\nb.png,dog\nc.png,cat\n")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    (dataset / name).write_text(content)
     message = _one_line_error(capsys, _masks_argv(dataset, out))
-    assert "(changed: labels)" in message
+    assert f"(changed: {changed})" in message
     assert "choose another --out" in message
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_resume_after_the_voc_masks_the_labels_are_read_off_changed_is_refused(
