@@ -402,6 +402,22 @@ def test_an_empty_voc_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("second", "why"), [("a.jpg", ""), ("A.png", " (on a disk that ignores case)")]
+)
+def test_two_images_that_would_write_one_mask_are_refused(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], second: str, why: str
+) -> None:
+    Image.open(dataset / "b.png").save(dataset / second)
+    (dataset / "labels.csv").write_text(f"image,classes\na.png,cat\n{second},dog\n")
+    message = _one_line_error(capsys, _masks_argv(dataset, tmp_path / "out"))
+    name = Path(second).stem
+    assert message == (
+        f"labels file {dataset / 'labels.csv'}: a.png and {second} would both write {name}.png{why}"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 # --- 6. resume after the labels changed ----------------------------------------------
 
 

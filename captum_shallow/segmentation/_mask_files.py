@@ -300,8 +300,8 @@ def folder_jobs(
     Raises:
         FileNotFoundError: For a missing root, classes or labels file.
         ValueError: For unreadable files, unknown classes, a labels file that
-            lists no image, or two images with the same name once their suffix
-            is dropped.
+            lists no image, or two images with the same name (ignoring case)
+            once their suffix is dropped.
     """
     folder = Path(root)
     if not folder.is_dir():
@@ -326,13 +326,16 @@ def folder_jobs(
                 f"({' '.join(IMAGE_SUFFIXES)})"
             )
         name = relative.with_suffix("").as_posix()
-        if name in jobs:
+        # Case folded: on a disk that ignores case, A.png and a.png are one file.
+        other = jobs.get(name.casefold())
+        if other is not None:
             raise ValueError(
-                f"labels file {labels_path}: {jobs[name].image} and {image} "
-                f"would both write {name}.png"
+                f"labels file {labels_path}: {Path(other.image).relative_to(folder)} and "
+                f"{image} would both write {name}.png"
+                f"{'' if other.name == name else ' (on a disk that ignores case)'}"
             )
-        jobs[name] = MaskJob(name, str(folder / relative), present)
-    return [jobs[name] for name in sorted(jobs)], classes
+        jobs[name.casefold()] = MaskJob(name, str(folder / relative), present)
+    return sorted(jobs.values(), key=lambda job: job.name), classes
 
 
 def _reason(error: BaseException) -> str:
