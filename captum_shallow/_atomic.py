@@ -1,6 +1,7 @@
 """Atomic file writes shared by the command line and the pseudo-mask pipeline:
-a file appears complete under its name, or not at all; and the lock that keeps
-one run at a time in an output folder.
+a file appears complete under its name, or not at all; the lock that keeps
+one run at a time in an output folder; and the space a run sets aside for its
+report, so that a full disk does not leave it untold.
 
 Every temporary file the package creates is named
 ``.captum-shallow-<name>.<random>.tmp``, so that the leftovers of a killed run
@@ -13,7 +14,7 @@ import contextlib
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -124,6 +125,42 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(path)  # while still locked, so no one else holds this file
         os.close(handle)
+
+
+@contextlib.contextmanager
+def space_reserve(folder: str | os.PathLike[str], size: int) -> Iterator[Callable[[], None]]:
+    """Hold ``size`` bytes of the disk that holds ``folder`` for the block.
+
+    A run that fills the disk frees them (the yielded function) before it writes
+    its report, which then still fits. The bytes sit in one of the package's
+    temporary files, so a killed run's reserve is removed like its other leftovers
+    (:func:`remove_temporaries`); the block's end frees them too.
+
+    Yields:
+        Callable[[], None]: Frees the reserve now (later calls do nothing).
+
+    Raises:
+        OSError: When the disk lacks the space (nothing is left behind).
+    """
+    handle, path = open_temporary(Path(folder) / "reserve")
+
+    def release() -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            # Random bytes: a compressing file system would store zeros in no space.
+            stream.write(os.urandom(size))
+            stream.flush()
+            os.fsync(stream.fileno())  # a file system that allocates late fails here
+    except BaseException:
+        release()
+        raise
+    try:
+        yield release
+    finally:
+        release()
 
 
 def _is_same_file(handle: int, path: Path) -> bool:

@@ -25,12 +25,19 @@ from PIL import Image
 from torch import nn
 from torchvision.models import resnet18
 
+import captum_shallow._atomic as atomic_module
+import captum_shallow.cli._files as cli_files
 import captum_shallow.segmentation._mask_pipeline as pipeline_module
 from captum_shallow import GradientTruncation, LayerCAM, LayerGradCam, ShallowCAM, fuse_maps
 from captum_shallow._atomic import TEMPORARY_PREFIX, open_temporary
 from captum_shallow.cli import CLIError, atomic_write, main
 from captum_shallow.models import build_model, class_index, imagenet_classes, read_image
-from captum_shallow.segmentation._mask_files import MaskJob, read_class_names, read_labels_file
+from captum_shallow.segmentation._mask_files import (
+    MaskJob,
+    read_class_names,
+    read_labels_file,
+    write_label_png,
+)
 from captum_shallow.segmentation._mask_pipeline import mask_path
 
 
@@ -105,6 +112,13 @@ def test_fuse_maps_refuses_non_finite_maps() -> None:
     bad[1, 0, 2, 2] = float("inf")
     with pytest.raises(ValueError, match=r"map 0 contains NaN or inf"):
         fuse_maps([bad, good])
+
+
+def test_fuse_maps_given_one_tensor_instead_of_a_list_is_a_type_error() -> None:
+    maps = torch.rand(2, 1, 4, 4)
+    with pytest.raises(TypeError, match=r"one Tensor of shape \(2, 1, 4, 4\); pass \[maps\]"):
+        fuse_maps(maps)  # type: ignore[arg-type]
+    assert torch.equal(fuse_maps([maps]), maps / maps.amax(dim=(1, 2, 3), keepdim=True))
 
 
 def test_shallowcam_names_the_layer_whose_map_is_not_finite() -> None:
@@ -221,7 +235,51 @@ def test_read_image_refuses_integer_pixels_beyond_16_bits(tmp_path: Path) -> Non
         read_image(tmp_path / "wide.tif")
 
 
+def test_read_image_refuses_floating_point_pixels_instead_of_reading_black(
+    tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.full((16, 16), 0.8, dtype=np.float32)).save(path)  # Pillow gave 0
+    with pytest.raises(ValueError, match=r"float\.tif: floating-point pixels \(Pillow mode F\)"):
+        read_image(path)
+    message = _one_line_error(capsys, _explain_argv(resnet5, str(path), "--out", str(tmp_path)))
+    assert message.startswith(f"cannot read image {path}: floating-point pixels")
+
+
 # --- 4. full disk -------------------------------------------------------------------
+
+
+class _FillingDisk:
+    """A disk that fills up at the second mask: from then on no new file fits, except
+    in the room that a reserve the run held when it filled leaves once removed."""
+
+    def __init__(self, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.out = out
+        self.full = False
+        self.reserved = False
+        self.masks = 0
+        self.real_writer = pipeline_module.atomic_write
+        self.real_open = cli_files.open_temporary
+        monkeypatch.setattr(pipeline_module, "atomic_write", self.writer)
+        monkeypatch.setattr(cli_files, "open_temporary", self.open_temporary)
+
+    def reserves(self) -> list[Path]:
+        return list(self.out.glob(f"{TEMPORARY_PREFIX}reserve.*"))
+
+    @contextmanager
+    def writer(self, path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+        self.masks += 1
+        if self.masks == 2:
+            self.full, self.reserved = True, bool(self.reserves())
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        with self.real_writer(path) as stream:
+            yield stream
+
+    def open_temporary(self, path: str | os.PathLike[str]) -> tuple[int, str]:
+        if self.full and not (self.reserved and not self.reserves()):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.real_open(path)
 
 
 def test_full_disk_stops_with_one_line_and_keeps_the_manifest_true(
@@ -230,22 +288,12 @@ def test_full_disk_stops_with_one_line_and_keeps_the_manifest_true(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = pipeline_module.atomic_write
-    written: list[str] = []
-
-    @contextmanager
-    def filling_writer(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-        if len(written) == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        with real(path) as stream:
-            yield stream
-        written.append(str(path))
-
-    monkeypatch.setattr(pipeline_module, "atomic_write", filling_writer)
     out = tmp_path / "out"
+    disk = _FillingDisk(out, monkeypatch)
     message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert disk.reserved  # the run held room for its report when the disk filled
     assert message.startswith(f"No space left on device writing {out / 'b.png'}")
-    assert "rerun the same command to resume" in message
+    assert message.endswith("free space, then rerun the same command to resume")
     assert _mask_names(out) == ["a.png"]
     assert (out / "failures.txt").read_text().startswith(f"{dataset / 'b.png'}\tNo space left")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -254,11 +302,58 @@ def test_full_disk_stops_with_one_line_and_keeps_the_manifest_true(
     assert "No space left on device" in manifest["error"]
     assert not [path for path in out.rglob(".*") if path.is_file()]  # no temporary, no lock
 
-    monkeypatch.setattr(pipeline_module, "atomic_write", real)
-    assert main(_masks_argv(dataset, out)) == 0  # disk freed: resume
+    monkeypatch.undo()  # disk freed: resume
+    assert main(_masks_argv(dataset, out)) == 0
     assert _mask_names(out) == ["a.png", "b.png", "c.png"]
     assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
     assert (out / "failures.txt").read_text() == ""
+
+
+def test_a_disk_without_room_for_the_report_is_refused_before_any_work(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = atomic_module.open_temporary
+
+    def full(path: str | os.PathLike[str]) -> tuple[int, str]:
+        if Path(path).name == "reserve":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(atomic_module, "open_temporary", full)
+    out = tmp_path / "out"
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == (
+        f"cannot set aside 64 KiB in {out} for the run's report (No space left on device); "
+        "free space on that disk, then rerun"
+    )
+    assert list(out.iterdir()) == []  # no manifest, no mask, no lock
+
+
+def test_a_report_that_does_not_fit_still_updates_the_manifest(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "failures.txt").write_text("an earlier run's list\n")
+    real = cli_files.open_temporary
+
+    def no_room_for_the_list(path: str | os.PathLike[str]) -> tuple[int, str]:
+        if Path(path).name == "failures.txt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(cli_files, "open_temporary", no_room_for_the_list)
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == f"cannot write {out / 'failures.txt'}: No space left on device"
+    assert not (out / "failures.txt").exists()  # the earlier list would now be false
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["written"], manifest["failed"]) == ("complete", 3, 0)
 
 
 def test_cli_atomic_write_turns_a_full_disk_into_one_line(tmp_path: Path) -> None:
@@ -286,19 +381,96 @@ def test_out_equal_to_or_inside_root_is_refused(
     assert sorted(path.name for path in dataset.rglob("*")) == before
 
 
+@pytest.mark.parametrize("labels", ["image,classes\n", "image,classes\n\n , \n"])
+def test_a_labels_file_without_images_is_one_line_not_an_empty_success(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], labels: str
+) -> None:
+    (dataset / "labels.csv").write_text(labels)
+    message = _one_line_error(capsys, _masks_argv(dataset, tmp_path / "out"))
+    assert message == f"labels file {dataset / 'labels.csv'} lists no image (only its header)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_voc_split_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    voc = tmp_path / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (voc / "ImageSets" / "Segmentation" / "train.txt").write_text("\n")
+    argv = ["pseudo-masks", "--dataset", "voc", "--root", str(voc), "--out", str(tmp_path / "o")]
+    message = _one_line_error(capsys, argv)
+    assert message == f"split file {voc / 'ImageSets/Segmentation/train.txt'} lists no image id"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("second", "why"), [("a.jpg", ""), ("A.png", " (on a disk that ignores case)")]
+)
+def test_two_images_that_would_write_one_mask_are_refused(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], second: str, why: str
+) -> None:
+    Image.open(dataset / "b.png").save(dataset / second)
+    (dataset / "labels.csv").write_text(f"image,classes\na.png,cat\n{second},dog\n")
+    message = _one_line_error(capsys, _masks_argv(dataset, tmp_path / "out"))
+    name = Path(second).stem
+    assert message == (
+        f"labels file {dataset / 'labels.csv'}: a.png and {second} would both write {name}.png{why}"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 # --- 6. resume after the labels changed ----------------------------------------------
 
 
-def test_resume_after_the_labels_file_changed_is_refused(
-    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "content", "changed"),
+    [
+        ("labels.csv", "image,classes\na.png,dog\nb.png,dog\nc.png,cat\n", "labels"),
+        ("classes.txt", "dog\ncat\ncar\n", "classes"),  # the same names, another order
+    ],
+)
+def test_resume_after_the_labels_or_classes_changed_is_refused(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    content: str,
+    changed: str,
 ) -> None:
     out = tmp_path / "out"
     assert main(_masks_argv(dataset, out)) == 0
     capsys.readouterr()
-    (dataset / "labels.csv").write_text("image,classes\na.png,dog\nb.png,dog\nc.png,cat\n")
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    (dataset / name).write_text(content)
     message = _one_line_error(capsys, _masks_argv(dataset, out))
-    assert "(changed: labels)" in message
+    assert f"(changed: {changed})" in message
     assert "choose another --out" in message
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+
+def test_resume_after_the_voc_masks_the_labels_are_read_off_changed_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    voc = tmp_path / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True)
+    for name, label in (("x", 8), ("y", 12)):  # cat, dog
+        Image.fromarray(np.full((20, 24, 3), 9 * label, dtype=np.uint8)).save(
+            voc / "JPEGImages" / f"{name}.jpg"
+        )
+        with open(voc / "SegmentationClass" / f"{name}.png", "wb") as stream:
+            write_label_png(stream, np.full((20, 24), label, dtype=np.uint8))
+    (voc / "ImageSets/Segmentation/train.txt").write_text("x\ny\n")
+    torch.save(build_model("resnet18", num_classes=20).state_dict(), tmp_path / "r20.pt")
+    argv = ["pseudo-masks", "--dataset", "voc", "--root", str(voc), "--arch", "resnet18",
+            "--weights", str(tmp_path / "r20.pt"), "--input-size", "32", "--workers", "0",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0  # unchanged: resumes, all done
+    assert "0 written, 2 already done" in capsys.readouterr().err
+    with open(voc / "SegmentationClass" / "y.png", "wb") as stream:  # y is a horse now
+        write_label_png(stream, np.full((20, 24), 13, dtype=np.uint8))
+    message = _one_line_error(capsys, argv)
+    assert "(changed: labels)" in message
 
 
 # --- 7. two runs on one --out --------------------------------------------------------
@@ -507,6 +679,28 @@ def test_an_empty_batch_is_a_clear_value_error(method: type[LayerCAM]) -> None:
         ShallowCAM(model, [model.layer1, model.layer2]).attribute(
             torch.rand(0, 3, 32, 32), target=[]
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_given_float32_inputs_says_which_dtype_to_pass(
+    dtype: torch.dtype,
+) -> None:
+    model = _small_model().to(dtype)
+    inputs = torch.rand(2, 3, 32, 32)
+    name = str(dtype).removeprefix("torch.")
+    expected = (
+        rf"^the inputs are float32 but the model's parameters are {name}: pass "
+        rf"inputs\.to\(torch\.{name}\) \(or convert the model back with model\.float\(\)\) \("
+    )
+    with pytest.raises(TypeError, match=expected):
+        ShallowCAM.from_model(model, 32).attribute(inputs, target=1)
+    with pytest.raises(TypeError, match=expected):
+        LayerGradCam(model, model.layer2).attribute(inputs, target=1)
+    if dtype is torch.bfloat16:  # what the message says works (CPU convolutions in bfloat16)
+        fused = ShallowCAM.from_model(model, 32).attribute(inputs.to(dtype), target=1)
+        assert fused.dtype is dtype
+        assert bool(fused.isfinite().all())
+        assert float(fused.amax()) == 1.0
 
 
 @pytest.mark.parametrize(

@@ -435,5 +435,8 @@ def test_a_compiled_model_is_probed_uncompiled_and_its_layers_keep_their_prefix(
     assert resolve_layers(compiled, [preset.last]) == [model.layer4]
     inputs = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     expected = ShallowCAM.from_model(model, 64).attribute(inputs, target=[1, 3])
-    got = ShallowCAM.from_model(compiled, 64).attribute(inputs, target=[1, 3])
+    cam = ShallowCAM.from_model(compiled, 64)
+    assert list(cam.layers) == list(ShallowCAM.from_model(model, 64).layers)
+    got = cam.attribute(inputs, target=[1, 3])
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert graphs == []  # the attribution ran the module it wraps, too

@@ -56,6 +56,7 @@ def fuse_maps(
         *Tensor*: the fused map, ``(N, 1, h, w)``, values in [0, 1].
 
     Raises:
+        TypeError: For one tensor instead of a sequence of maps.
         ValueError: For maps of the wrong shape, or holding NaN or inf.
 
     Examples::
@@ -75,6 +76,11 @@ def fuse_maps(
         raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
     if gamma is not None and not gamma > 0:
         raise ValueError(f"gamma must be positive or None, got {gamma!r}")
+    if isinstance(maps, Tensor):
+        raise TypeError(
+            f"fuse_maps takes a sequence of maps, one per layer, got one Tensor of shape "
+            f"{tuple(maps.shape)}; pass [maps] for a single map"
+        )
     if not maps:
         raise ValueError("fuse_maps needs at least one map")
     for index, item in enumerate(maps):

@@ -17,7 +17,7 @@ import contextlib
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ._propagation import Gates, Propagation
 
 LayerTensors = tuple[Tensor, ...]
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def format_inputs(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -63,6 +64,19 @@ def plain_target(target: Any) -> Any:
     if hasattr(target, "__array__"):  # a NumPy array, without importing NumPy
         return torch.as_tensor(target)
     return target
+
+
+def uncompiled(forward_func: _F) -> _F:
+    """The module a ``torch.compile`` wrapper holds, else ``forward_func`` itself.
+
+    A compiled graph skips forward hooks, and tracing one with hooks compiles it
+    again at every graph break: CAMs and layer searches run the module it wraps
+    (same weights, eager mode) instead.
+    """
+    original = getattr(forward_func, "_orig_mod", None)
+    if isinstance(forward_func, Module) and isinstance(original, Module):
+        return cast(_F, original)
+    return forward_func
 
 
 def layer_name(forward_func: Callable[..., Any], layer: Module) -> str:
@@ -181,11 +195,7 @@ def layer_gradients_and_activations(
     # Imported here: _propagation names modules with this module's layer_name.
     from ._propagation import propagation_gates
 
-    original = getattr(forward_func, "_orig_mod", None)
-    if isinstance(forward_func, Module) and isinstance(original, Module):
-        # torch.compile's wrapper runs a compiled graph that skips forward hooks:
-        # attribute through the module it wraps (same weights, eager mode).
-        forward_func = original
+    forward_func = uncompiled(forward_func)
     target = plain_target(target)
     check_layers(forward_func, layers)
     if torch.is_inference_mode_enabled():
@@ -259,6 +269,9 @@ def layer_gradients_and_activations(
                 "the target does not depend on the chosen layer's output (no gradient path); "
                 "pick a layer that the model's output is computed from"
             ) from error
+        mismatch = _dtype_mismatch(forward_func, inputs)
+        if mismatch is not None:
+            raise TypeError(f"{mismatch} ({' '.join(str(error).split())})") from error
         raise
     finally:
         for handle in handles:
@@ -273,6 +286,24 @@ def layer_gradients_and_activations(
     pairs = list(zip(cast(list[LayerTensors], gradients), cast(list[LayerTensors], activations)))
     return reshape_layer_tensors(
         reshape, pairs, inputs, lambda: [layer_name(forward_func, layer) for layer in layers]
+    )
+
+
+def _dtype_mismatch(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...]) -> str | None:
+    """What to do when the floating inputs' dtype is not the model's (a ``model.half()``
+    given float32 images), else None."""
+    if not isinstance(forward_func, Module):
+        return None
+    weights = {p.dtype for p in forward_func.parameters() if p.is_floating_point()}
+    given = {t.dtype for t in inputs if t.is_floating_point()}
+    if len(weights) != 1 or not given or given == weights:
+        return None
+    (dtype,) = weights
+    names = ", ".join(sorted(str(d).removeprefix("torch.") for d in given))
+    return (
+        f"the inputs are {names} but the model's parameters are "
+        f"{str(dtype).removeprefix('torch.')}: pass inputs.to({dtype}) (or convert the model "
+        "back with model.float())"
     )
 
 

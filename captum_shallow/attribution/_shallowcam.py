@@ -215,11 +215,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
     def multiplies_by_inputs(self) -> bool:
         """False: the fused map is not a "global" attribution in Captum's sense.
 
-        Each layer's map is normalised to [0, 1] and the maps are fused (by
-        product by default) across layers, so the result is not a sensitivity
-        times the activations of any one layer, whatever ``method`` is; Captum's
-        ``NoiseTunnel`` passes this on, and it is the flag to give
-        ``captum.metrics.infidelity_perturb_func_decorator``.
+        Each layer's map is normalised to [0, 1] and the maps are fused across
+        layers (``fusion``: max, mean, product or geometric mean), so the result
+        is not a sensitivity times the activations of any one layer, whatever
+        ``method`` is; Captum's ``NoiseTunnel`` passes this on, and it is the
+        flag to give ``captum.metrics.infidelity_perturb_func_decorator``.
 
         Examples::
 
@@ -346,7 +346,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         Args:
             model (torch.nn.Module): A model whose layers return spatial maps
                 (any CNN, ViT, Swin, MaxViT, ...), in any dtype and on any
-                device; it is also the forward function.
+                device; it is also the forward function. A ``torch.compile``
+                wrapper is searched and attributed through the module it wraps.
             task (str, optional): ``"localisation"`` or ``"segmentation"``.
                 Default: ``"localisation"``
             input_size (int or tuple[int, int], optional): The input size at

@@ -17,8 +17,8 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,12 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from captum_shallow import ShallowCAM, __version__, task_defaults
-from captum_shallow._atomic import FolderLockedError, folder_lock, remove_temporaries
+from captum_shallow._atomic import (
+    FolderLockedError,
+    folder_lock,
+    remove_temporaries,
+    space_reserve,
+)
 from captum_shallow.segmentation._irn import IRN_THRESHOLD
 from captum_shallow.segmentation._mask_files import MaskJob, folder_jobs, voc_jobs
 from captum_shallow.segmentation._mask_pipeline import (
@@ -59,6 +64,11 @@ MANIFEST = "manifest.json"
 FAILURES = "failures.txt"
 #: Exit status when some images could not be read (the others are written).
 EXIT_FAILED_IMAGES = 1
+#: Room set aside on the output's disk for the report (failures.txt and the
+#: manifest), freed before writing it: a run stopped by a full disk still says so.
+REPORT_RESERVE_BASE = 64 * 1024
+REPORT_RESERVE_PER_IMAGE = 256
+REPORT_RESERVE_MAX = 16 * 2**20
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -195,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         out = make_folder(args.out)
         if rank == 0:
             _take_lock(held, out)
-        config = _config(args, loaded.name, loaded.input_size, names, cam, classes)
+        config = _config(args, loaded.name, loaded.input_size, names, cam, classes, jobs)
         previous = _read_manifest(out)
         if previous is not None and previous["config"] != config:
             changed = sorted(
@@ -208,9 +218,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{', '.join(changed)}); refusing to mix them: rerun with the same options "
                 "and inputs to resume, or choose another --out"
             )
+        release_reserve = None
         if rank == 0:
             for folder in _output_folders(out, jobs):
                 remove_temporaries(folder)
+            release_reserve = _reserve_report_space(held, out, len(jobs))
             _write_manifest(out, config, world_size, None, len(jobs))
         _barrier(world_size)
 
@@ -250,7 +262,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{totals.stopped}: the disk holding {out} is full; free space, then rerun "
                 "the same command to resume"
             )
-        if rank == 0:
+        if release_reserve is not None:
+            release_reserve()  # a full disk still has room for the report
             try:
                 _report(out, config, world_size, totals, len(jobs))
             except CLIError as error:
@@ -339,8 +352,10 @@ def _config(
     layers: list[str],
     cam: ShallowCAM,
     classes: tuple[str, ...],
+    jobs: list[MaskJob],
 ) -> dict[str, Any]:
-    """Everything the masks depend on; a resume must match it (the labels by content)."""
+    """Everything the masks depend on; a resume must match it (the labels by content:
+    the labels file, or VOC's ground-truth masks they are read off)."""
     labels = args.labels
     if labels is None and args.dataset == "folder":
         labels = str(Path(args.root) / "labels.csv")
@@ -348,7 +363,7 @@ def _config(
         "dataset": args.dataset,
         "root": str(Path(args.root).resolve()),
         "split": args.split if args.dataset == "voc" else None,
-        "labels": _file_digest(labels) if labels else None,
+        "labels": _file_digest(labels) if labels else _masks_digest(jobs),
         "classes": list(classes),
         "model": model,
         "weights": _file_digest(args.weights) if args.weights else None,
@@ -371,6 +386,22 @@ def _file_digest(path: str) -> dict[str, str]:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return {"path": str(Path(path).resolve()), "sha256": digest.hexdigest()}
+
+
+def _masks_digest(jobs: list[MaskJob]) -> dict[str, str]:
+    """The content of the ground-truth masks that the jobs' labels are read off."""
+    digest = hashlib.sha256()
+    folders = set()
+    for job in jobs:
+        digest.update(f"{job.name}\0".encode())
+        if job.mask is not None:
+            folders.add(str(Path(job.mask).parent.resolve()))
+            try:
+                digest.update(Path(job.mask).read_bytes())
+            except OSError:
+                digest.update(b"\0unreadable")  # the job fails; a mask put there later counts
+        digest.update(b"\0")
+    return {"path": ", ".join(sorted(folders)), "sha256": digest.hexdigest()}
 
 
 def _versions() -> dict[str, str]:
@@ -455,6 +486,19 @@ def _take_lock(held: ExitStack, out: Path) -> None:
         raise CLIError(f"cannot lock {out}: {error.strerror or error}") from None
 
 
+def _reserve_report_space(held: ExitStack, out: Path, images: int) -> Callable[[], None]:
+    """Set aside room for ``failures.txt`` and the manifest until ``held`` closes."""
+    size = min(REPORT_RESERVE_BASE + REPORT_RESERVE_PER_IMAGE * images, REPORT_RESERVE_MAX)
+    try:
+        release: Callable[[], None] = held.enter_context(space_reserve(out, size))
+    except OSError as error:
+        raise CLIError(
+            f"cannot set aside {size // 1024} KiB in {out} for the run's report "
+            f"({error.strerror or error}); free space on that disk, then rerun"
+        ) from None
+    return release
+
+
 def _output_folders(out: Path, jobs: list[MaskJob]) -> set[Path]:
     """The folders a run writes to: the only places where its temporaries can be."""
     folders = {out}
@@ -468,10 +512,19 @@ def _report(
 ) -> None:
     failures = sorted(totals.failures)
     lines = "".join(f"{path}\t{reason}\n" for path, reason in failures)
+    unwritten = None
     if failures or (out / FAILURES).exists():
-        with atomic_write(out / FAILURES) as stream:
-            stream.write(lines.encode())
+        try:
+            with atomic_write(out / FAILURES) as stream:
+                stream.write(lines.encode())
+        except CLIError as error:
+            unwritten = error
+            with suppress(OSError):
+                (out / FAILURES).unlink()  # an earlier run's list would now be false
+    # The manifest still records the run (and how many failed) when the list did not fit.
     _write_manifest(out, config, world_size, totals, images)
+    if unwritten is not None:
+        raise unwritten
     if totals.stopped is not None:
         return  # the caller's one-line error says the rest
     rate = totals.written / totals.seconds if totals.seconds > 0 else 0.0

@@ -23,7 +23,8 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     Grey, palette and RGBA images are converted to RGB (alpha is dropped).
     16-bit greyscale (Pillow's modes ``I;16`` and, for values in 0..65535,
     ``I``) is scaled to 8 bits, :math:`v_8 = \mathrm{round}(255 v / 65535)`,
-    rather than clipped.
+    rather than clipped. Floating-point pixels (mode ``F``, e.g. a float TIFF)
+    have no fixed range, so they are refused rather than guessed.
 
     Args:
         path (str or os.PathLike): The image file.
@@ -34,8 +35,9 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     Raises:
         FileNotFoundError: When the file does not exist.
         ValueError: When the file is not an image that can be decoded (or is
-            larger than Pillow's decompression-bomb limit); the message names
-            the file and the reason.
+            larger than Pillow's decompression-bomb limit, or holds
+            floating-point or wider than 16-bit pixels); the message names the
+            file and the reason.
 
     Examples::
 
@@ -57,7 +59,7 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         raise ValueError(f"cannot read image {path}: it is a directory")
     try:
         with Image.open(path) as image:
-            rgb = _sixteen_to_eight_bits(image, path).convert("RGB")
+            rgb = _eight_bits(image).convert("RGB")
     except UnidentifiedImageError:
         raise ValueError(f"cannot read image {path}: not an image format Pillow knows") from None
     except Image.DecompressionBombError as error:
@@ -69,13 +71,19 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
 
 
-def _sixteen_to_eight_bits(image: Image.Image, path: str) -> Image.Image:
+def _eight_bits(image: Image.Image) -> Image.Image:
     """An ``L`` image of 16-bit greyscale; other images as they are.
 
-    Pillow's own conversion clips 16-bit values at 255 (nearly all white).
+    Pillow's own conversion clips 16-bit values at 255 (nearly all white), and
+    float values too (an image in [0, 1] would read as black).
     """
     from PIL import Image
 
+    if image.mode == "F":
+        raise ValueError(
+            "floating-point pixels (Pillow mode F) have no fixed range to read as colours; "
+            "save the image with 8- or 16-bit integer pixels"
+        )
     if not image.mode.startswith("I"):
         return image
     pixels = np.asarray(image, dtype=np.int64)

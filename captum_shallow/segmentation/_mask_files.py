@@ -251,7 +251,7 @@ def voc_jobs(
 
     Raises:
         FileNotFoundError: When the folders, the split or a labels entry are missing.
-        ValueError: For an unreadable split or labels file.
+        ValueError: For an unreadable or empty split, or an unreadable labels file.
     """
     voc = Path(root)
     if not (voc / "JPEGImages").is_dir():
@@ -267,6 +267,8 @@ def voc_jobs(
         ids = sorted({line.strip() for line in split_file.read_text().splitlines() if line.strip()})
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"cannot read split file {split_file}: {_reason(error)}") from None
+    if not ids:
+        raise ValueError(f"split file {split_file} lists no image id")
     classes = VOC_CLASSES[1:]
     given = None if labels_file is None else read_labels_file(labels_file, classes)
     jobs = []
@@ -297,8 +299,9 @@ def folder_jobs(
 
     Raises:
         FileNotFoundError: For a missing root, classes or labels file.
-        ValueError: For unreadable files, unknown classes, or two images with the
-            same name once their suffix is dropped.
+        ValueError: For unreadable files, unknown classes, a labels file that
+            lists no image, or two images with the same name (ignoring case)
+            once their suffix is dropped.
     """
     folder = Path(root)
     if not folder.is_dir():
@@ -310,6 +313,8 @@ def folder_jobs(
             raise FileNotFoundError(f"{what} file {needed} does not exist")
     classes = read_class_names(classes_path)
     labels = read_labels_file(labels_path, classes)
+    if not labels:
+        raise ValueError(f"labels file {labels_path} lists no image (only its header)")
     jobs: dict[str, MaskJob] = {}
     for image, present in labels.items():
         relative = Path(image)
@@ -321,13 +326,16 @@ def folder_jobs(
                 f"({' '.join(IMAGE_SUFFIXES)})"
             )
         name = relative.with_suffix("").as_posix()
-        if name in jobs:
+        # Case folded: on a disk that ignores case, A.png and a.png are one file.
+        other = jobs.get(name.casefold())
+        if other is not None:
             raise ValueError(
-                f"labels file {labels_path}: {jobs[name].image} and {image} "
-                f"would both write {name}.png"
+                f"labels file {labels_path}: {Path(other.image).relative_to(folder)} and "
+                f"{image} would both write {name}.png"
+                f"{'' if other.name == name else ' (on a disk that ignores case)'}"
             )
-        jobs[name] = MaskJob(name, str(folder / relative), present)
-    return [jobs[name] for name in sorted(jobs)], classes
+        jobs[name.casefold()] = MaskJob(name, str(folder / relative), present)
+    return sorted(jobs.values(), key=lambda job: job.name), classes
 
 
 def _reason(error: BaseException) -> str:
