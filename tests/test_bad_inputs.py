@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import PIL.Image
@@ -309,20 +309,25 @@ def test_full_disk_stops_with_one_line_and_keeps_the_manifest_true(
     assert (out / "failures.txt").read_text() == ""
 
 
+def _no_space_for(name: str, module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``module.open_temporary`` finds the disk full for files called ``name``."""
+    real = module.open_temporary
+
+    def full(path: str | os.PathLike[str]) -> tuple[int, str]:
+        if Path(path).name == name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(module, "open_temporary", full)
+
+
 def test_a_disk_without_room_for_the_report_is_refused_before_any_work(
     dataset: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = atomic_module.open_temporary
-
-    def full(path: str | os.PathLike[str]) -> tuple[int, str]:
-        if Path(path).name == "reserve":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path)
-
-    monkeypatch.setattr(atomic_module, "open_temporary", full)
+    _no_space_for("reserve", atomic_module, monkeypatch)
     out = tmp_path / "out"
     message = _one_line_error(capsys, _masks_argv(dataset, out))
     assert message == (
@@ -341,14 +346,7 @@ def test_a_report_that_does_not_fit_still_updates_the_manifest(
     out = tmp_path / "out"
     out.mkdir()
     (out / "failures.txt").write_text("an earlier run's list\n")
-    real = cli_files.open_temporary
-
-    def no_room_for_the_list(path: str | os.PathLike[str]) -> tuple[int, str]:
-        if Path(path).name == "failures.txt":
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path)
-
-    monkeypatch.setattr(cli_files, "open_temporary", no_room_for_the_list)
+    _no_space_for("failures.txt", cli_files, monkeypatch)
     message = _one_line_error(capsys, _masks_argv(dataset, out))
     assert message == f"cannot write {out / 'failures.txt'}: No space left on device"
     assert not (out / "failures.txt").exists()  # the earlier list would now be false

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,19 +126,25 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
                 )
 
 
-def test_the_explain_figure_says_what_every_map_was_computed_with(
-    tmp_path: Path, photos: dict[str, Path], resnet_weights: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import captum_shallow.cli._explain as explain
-
+def _captions_of(command: Any, monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The captions of the figures ``command`` draws from now on."""
     captions: list[str | None] = []
-    draw = explain.attribution_figure
+    draw = command.attribution_figure
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         captions.append(kwargs.get("caption"))
         return draw(*args, **kwargs)
 
-    monkeypatch.setattr(explain, "attribution_figure", spy)
+    monkeypatch.setattr(command, "attribution_figure", spy)
+    return captions
+
+
+def test_the_explain_figure_says_what_every_map_was_computed_with(
+    tmp_path: Path, photos: dict[str, Path], resnet_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import captum_shallow.cli._explain as explain
+
+    captions = _captions_of(explain, monkeypatch)
     argv = [
         "explain", str(photos["coffee"]), "--arch", "resnet18", "--weights", str(resnet_weights),
         "--input-size", "32", "--layers", "layer1,layer2", "--out", str(tmp_path / "o"),
@@ -157,14 +164,7 @@ def test_the_demo_figure_says_what_the_shallowcam_panel_was_computed_with(
 ) -> None:
     import captum_shallow.cli._demo as demo
 
-    captions: list[str | None] = []
-    draw = demo.attribution_figure
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        captions.append(kwargs.get("caption"))
-        return draw(*args, **kwargs)
-
-    monkeypatch.setattr(demo, "attribution_figure", spy)
+    captions = _captions_of(demo, monkeypatch)
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert captions == [
         "ShallowCAM panel, localisation task; truncation soft:quantile=0.5, "
@@ -232,13 +232,8 @@ def test_explain_runs_a_vision_transformer_from_a_weights_file(
     cam = ShallowCAM.from_model(model)  # reshape="auto": tokens to 14 x 14 grids
     inputs = preprocess(read_image(photos["chelsea"]), 224).unsqueeze(0)
     fused, layer_maps = cam.attribute(inputs, target=3, return_layer_maps=True)
-    with np.load(out / "chelsea.maps.npz") as saved:
-        assert saved["layers"].tolist() == list(preset.fusion)
-        assert saved["fused"].shape == (14, 14)
-        assert saved["fused"].max() == pytest.approx(1.0)
-        np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
-        for k, layer_map in enumerate(layer_maps):
-            np.testing.assert_allclose(saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4)
+    shapes = _saved_maps_equal(out / "chelsea.maps.npz", preset.fusion, fused, layer_maps)
+    assert shapes == [(14, 14)] * (len(layer_maps) + 1)
     # Its position embeddings fix the input size: another one is refused in one line.
     message = _error(
         capsys,
@@ -253,6 +248,21 @@ def test_explain_runs_a_vision_transformer_from_a_weights_file(
         "64",
     )
     assert message == "vit_b_16 takes 224 px inputs only; drop --input-size 64"
+
+
+def _saved_maps_equal(
+    path: Path, layers: Sequence[str], fused: torch.Tensor, layer_maps: Sequence[torch.Tensor]
+) -> list[tuple[int, ...]]:
+    """Check ``explain --save-maps``'s file against the API's maps of the first image;
+    return the shapes of the fused map and each layer's."""
+    with np.load(path) as saved:
+        assert saved["layers"].tolist() == list(layers)
+        assert saved["fused"].max() == pytest.approx(1.0)
+        np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
+        for k, layer_map in enumerate(layer_maps):
+            np.testing.assert_allclose(saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4)
+        names = ["fused", *(f"layer_{k}" for k in range(len(layer_maps)))]
+        return [saved[name].shape for name in names]
 
 
 @pytest.mark.slow
@@ -280,15 +290,8 @@ def test_explain_runs_a_swin_transformer_from_a_weights_file(
     cam = ShallowCAM.from_model(model, 64)
     inputs = preprocess(read_image(photos["chelsea"]), 64).unsqueeze(0)
     fused, layer_maps = cam.attribute(inputs, target=3, return_layer_maps=True)
-    with np.load(out / "chelsea.maps.npz") as saved:
-        assert saved["layers"].tolist() == list(preset.fusion)
-        assert saved["fused"].shape == (16, 16)
-        assert saved["fused"].max() == pytest.approx(1.0)
-        np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
-        shapes = [saved[f"layer_{k}"].shape for k in range(4)]
-        assert shapes == [(16, 16), (8, 8), (4, 4), (2, 2)]
-        for k, layer_map in enumerate(layer_maps):
-            np.testing.assert_allclose(saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4)
+    shapes = _saved_maps_equal(out / "chelsea.maps.npz", preset.fusion, fused, layer_maps)
+    assert shapes == [(16, 16), (16, 16), (8, 8), (4, 4), (2, 2)]
 
 
 # --- user errors: exit code 2, one line, nothing written ------------------------------
