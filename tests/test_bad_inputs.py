@@ -321,6 +321,35 @@ def _no_space_for(name: str, module: Any, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(module, "open_temporary", full)
 
 
+def test_ctrl_c_leaves_a_true_manifest_and_the_run_resumes(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import captum_shallow.cli._pseudo_masks as command
+
+    real = command.run_masks
+
+    def interrupted_after_one(run: Any, jobs: Any, **kwargs: Any) -> Any:
+        real(run, jobs[:1], **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "run_masks", interrupted_after_one)
+    out = tmp_path / "out"
+    assert main(_masks_argv(dataset, out)) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "captum-shallow: interrupted"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["error"]) == ("interrupted", command.INTERRUPTED)
+    assert _mask_names(out) == ["a.png"]
+    assert not [path for path in out.rglob(".*") if path.is_file()]  # no temporary, no lock
+
+    monkeypatch.undo()
+    assert main(_masks_argv(dataset, out)) == 0
+    assert _mask_names(out) == ["a.png", "b.png", "c.png"]
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
 def test_a_disk_without_room_for_the_report_is_refused_before_any_work(
     dataset: Path,
     tmp_path: Path,

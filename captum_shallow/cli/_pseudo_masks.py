@@ -69,6 +69,8 @@ EXIT_FAILED_IMAGES = 1
 REPORT_RESERVE_BASE = 64 * 1024
 REPORT_RESERVE_PER_IMAGE = 256
 REPORT_RESERVE_MAX = 16 * 2**20
+#: The manifest's note after Ctrl-C (the masks written so far are complete).
+INTERRUPTED = "interrupted (Ctrl-C); rerun the same command to resume"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -249,12 +251,18 @@ def run(args: argparse.Namespace) -> int:
             desc=f"rank {rank}/{world_size}" if world_size > 1 else NAME,
             disable=None if rank == 0 else True,
         ) as bar:
-            counts = run_masks(
-                mask_run,
-                mine,
-                progress=bar.update,
-                log=lambda line: bar.write(f"{NAME}: {line}", file=sys.stderr),
-            )
+            try:
+                counts = run_masks(
+                    mask_run,
+                    mine,
+                    progress=bar.update,
+                    log=lambda line: bar.write(f"{NAME}: {line}", file=sys.stderr),
+                )
+            except KeyboardInterrupt:
+                if rank == 0:  # the manifest must not say "running" after Ctrl-C
+                    with suppress(CLIError):
+                        _write_manifest(out, config, world_size, None, len(jobs), INTERRUPTED)
+                raise
         totals = _gather(counts, world_size)
         stop = None
         if totals.stopped is not None:
@@ -440,7 +448,10 @@ def _write_manifest(
     world_size: int,
     totals: RunCounts | None,
     images: int,
+    interrupted: str | None = None,
 ) -> None:
+    """Write the manifest: running (``totals`` None), complete, stopped by a full disk
+    (``totals.stopped``), or interrupted (``interrupted`` says how to go on)."""
     manifest: dict[str, Any] = {
         "command": NAME,
         "config": config,
@@ -449,6 +460,8 @@ def _write_manifest(
         "images": images,
         "status": "running" if totals is None else "complete",
     }
+    if interrupted is not None:
+        manifest.update(status="interrupted", error=interrupted)
     if totals is not None:
         manifest.update(
             written=totals.written,
