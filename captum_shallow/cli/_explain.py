@@ -18,16 +18,14 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from captum_shallow import task_defaults
 from captum_shallow.models import preprocess, read_image
 from captum_shallow.visualization import (
     ExplainedImage,
-    Explorer,
     attribution_figure,
     display_scaling,
     explain_images,
 )
-from captum_shallow.visualization._explorer import cam_settings, toggle_meaning
+from captum_shallow.visualization._explorer import cam_settings, explorer_for
 
 from ._errors import CLIError
 from ._files import make_folder, write_arrays, write_figure
@@ -184,15 +182,8 @@ def run(args: argparse.Namespace) -> int:
                 except ValueError as error:
                     raise CLIError(one_line(error)) from None
     if args.html and folder is not None:
-        report = Explorer(
-            explained,
-            names,
-            settings,
-            fusion=str(cam.fusion),
-            gamma=cam.gamma,
-            title=f"captum-shallow explain: {loaded.name}",
-            threshold=task_defaults(cam.task).threshold,
-            toggling=toggle_meaning(cam),
+        report = explorer_for(
+            cam, explained, names, settings, title=f"captum-shallow explain: {loaded.name}"
         )
         try:
             written = report.save(folder / REPORT_NAME)

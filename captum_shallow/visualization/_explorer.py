@@ -231,8 +231,8 @@ def toggle_meaning(cam: ShallowCAM) -> str:
         >>> print(toggle_meaning(ShallowCAM(model, [model.layer1, model.layer4], propagation=None)))
         Unticking a layer fuses the other layers' maps: the same as ShallowCAM without that layer.
     """
-    gates = getattr(cam, "gates", None)
-    if getattr(cam, "propagation", None) is None or gates not in ("layers", "relu-below"):
+    gates = cam.gates
+    if cam.propagation is None or gates not in ("layers", "relu-below"):
         return (
             "Unticking a layer fuses the other layers' maps: the same as ShallowCAM "
             "without that layer."
@@ -476,16 +476,22 @@ def explore(
     inputs = torch.stack([preprocess(photo, size) for photo in tensors]).to(device)
     explained = explain_images(cam, inputs, tensors, titles, classes, top, target)
     layers = [layer_name(model, layer) for layer in cam.layers]
+    return explorer_for(cam, explained, layers, cam_settings(cam, model_name, size), **options)
+
+
+def explorer_for(
+    cam: ShallowCAM,
+    images: Sequence[ExplainedImage],
+    layers: Sequence[str],
+    settings: Mapping[str, str],
+    **options: Any,
+) -> Explorer:
+    """An :class:`Explorer` of ``cam``'s maps: its fusion and gamma, the background
+    threshold of its task (:func:`~captum_shallow.task_defaults`) and what unticking a
+    layer means for it (:func:`toggle_meaning`), unless ``options`` say otherwise."""
     options.setdefault("threshold", task_defaults(cam.task).threshold)
     options.setdefault("toggling", toggle_meaning(cam))
-    return Explorer(
-        explained,
-        layers,
-        cam_settings(cam, model_name, size),
-        fusion=str(cam.fusion),
-        gamma=cam.gamma,
-        **options,
-    )
+    return Explorer(images, layers, settings, fusion=str(cam.fusion), gamma=cam.gamma, **options)
 
 
 def _class_names(outputs: int) -> tuple[str, ...]:
