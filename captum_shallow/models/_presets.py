@@ -22,6 +22,7 @@ from typing import Any
 from captum._utils.common import _format_additional_forward_args
 from torch import nn
 
+from ..attribution._hooks import uncompiled
 from ._errors import unknown_name
 from ._structure import probe_model, stage_outputs
 
@@ -164,12 +165,12 @@ def layer_preset(
         >>> preset.layers, preset.strides
         (('relu', 'layer1', 'layer2', 'layer3', 'layer4'), (2, 4, 8, 16, 32))
     """
-    compiled = getattr(model, "_orig_mod", None)
-    if isinstance(compiled, nn.Module):
+    original = uncompiled(model)
+    if original is not model:
         # torch.compile's wrapper: probing it would compile (and recompile) the probe.
         # Probe the module it wraps; the names keep the prefix that model.named_modules()
         # gives, so that resolve_layers(model, ...) finds them.
-        preset = layer_preset(compiled, input_size, additional_forward_args)
+        preset = layer_preset(original, input_size, additional_forward_args)
         return replace(preset, layers=tuple(f"_orig_mod.{name}" for name in preset.layers))
     if input_size is None:
         default = getattr(model, "input_image_size", None) or getattr(model, "image_size", None)
