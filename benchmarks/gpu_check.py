@@ -26,7 +26,9 @@ from captum_shallow import (
     LayerXGradCam,
     ShallowCAM,
 )
-from captum_shallow.models import layer_preset, load_model, preprocess, sample_photo
+from captum_shallow.datasets import sample_photo
+from captum_shallow.io import preprocess
+from captum_shallow.models import layer_preset, load_model
 
 TRUNCATIONS = [
     None,

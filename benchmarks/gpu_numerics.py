@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from captum.attr import LayerGradientXActivation
 
-from captum_shallow.models import load_model, preprocess, sample_photo
+from captum_shallow.datasets import sample_photo
+from captum_shallow.io import preprocess
+from captum_shallow.models import load_model
 
 
 def main() -> None:

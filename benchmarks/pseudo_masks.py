@@ -60,8 +60,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from captum_shallow.io._label_png import voc_palette
 from captum_shallow.models import build_model
-from captum_shallow.segmentation._mask_files import voc_palette
 
 _WRAPPER = (
     "import resource, subprocess, sys\n"

@@ -73,21 +73,17 @@ from torch import Tensor, nn
 from captum_shallow import DEFAULT_TRUNCATION, GradientTruncation, LayerCAM, ShallowCAM, fuse_maps
 from captum_shallow.attribution import TASK_DEFAULTS, Fusion, TaskDefaults
 from captum_shallow.attribution._hooks import layer_gradients_and_activations
+from captum_shallow.datasets import SAMPLE_PHOTOS, sample_photo
 from captum_shallow.evaluation import (
+    ThresholdSweep,
     deletion_insertion,
     grid_extent,
     grid_pointing_game,
     make_grid_cases,
 )
-from captum_shallow.models import (
-    SAMPLE_PHOTOS,
-    layer_preset,
-    load_model,
-    preprocess,
-    resolve_layers,
-    sample_photo,
-)
-from captum_shallow.segmentation import ThresholdSweep, class_cams
+from captum_shallow.io import preprocess
+from captum_shallow.models import layer_preset, load_model, resolve_layers
+from captum_shallow.segmentation import class_cams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_wsss import benchmark_classifier

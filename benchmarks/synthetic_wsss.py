@@ -29,17 +29,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from captum_shallow.segmentation import (
+from captum_shallow.datasets import (
     CompositeConfig,
     FineTuneConfig,
     SyntheticConfig,
     SyntheticSplit,
     TrainConfig,
     TrainedClassifier,
-    evaluate_cams,
     load_or_train_classifier,
     make_synthetic_split,
 )
+from captum_shallow.evaluation import evaluate_cams
 
 Configs = tuple[SyntheticConfig | CompositeConfig, TrainConfig | FineTuneConfig]
 

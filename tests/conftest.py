@@ -84,7 +84,7 @@ def explorer_net() -> ExplorerNet:
 def small_explorer(explorer_net: ExplorerNet) -> Explorer:
     """The explorer of two scikit-image photos through ``explorer_net`` (top 5 of 7 classes)."""
     from captum_shallow import ShallowCAM
-    from captum_shallow.models import sample_photo
+    from captum_shallow.datasets import sample_photo
     from captum_shallow.visualization import explore
 
     net = explorer_net
@@ -107,7 +107,7 @@ def default_explorer(explorer_net: ExplorerNet) -> Explorer:
     """The explorer of the same photos through ShallowCAM's defaults (the localisation
     task: mean fusion, soft truncation, propagation through the deeper layers' gates)."""
     from captum_shallow import ShallowCAM
-    from captum_shallow.models import sample_photo
+    from captum_shallow.datasets import sample_photo
     from captum_shallow.visualization import explore
 
     net = explorer_net

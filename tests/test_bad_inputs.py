@@ -25,19 +25,17 @@ from PIL import Image
 from torch import nn
 from torchvision.models import resnet18
 
-import captum_shallow._atomic as atomic_module
 import captum_shallow.cli._files as cli_files
+import captum_shallow.io._atomic as atomic_module
 import captum_shallow.segmentation._mask_pipeline as pipeline_module
 from captum_shallow import GradientTruncation, LayerCAM, LayerGradCam, ShallowCAM, fuse_maps
-from captum_shallow._atomic import TEMPORARY_PREFIX, open_temporary
 from captum_shallow.cli import CLIError, atomic_write, main
-from captum_shallow.models import build_model, class_index, imagenet_classes, read_image
-from captum_shallow.segmentation._mask_files import (
-    MaskJob,
-    read_class_names,
-    read_labels_file,
-    write_label_png,
-)
+from captum_shallow.datasets import class_index, imagenet_classes
+from captum_shallow.io import read_image
+from captum_shallow.io._atomic import TEMPORARY_PREFIX, open_temporary
+from captum_shallow.io._label_png import write_label_png
+from captum_shallow.models import build_model
+from captum_shallow.segmentation._jobs import MaskJob, read_class_names, read_labels_file
 from captum_shallow.segmentation._mask_pipeline import mask_path
 
 
@@ -511,7 +509,7 @@ def test_a_second_run_on_a_locked_out_is_refused_and_a_stale_lock_taken_over(
     holder = subprocess.Popen(
         [
             sys.executable, "-c",
-            "import sys\nfrom captum_shallow._atomic import folder_lock\n"
+            "import sys\nfrom captum_shallow.io._atomic import folder_lock\n"
             f"with folder_lock({str(out)!r}):\n    print('locked', flush=True)\n"
             "    sys.stdin.read()\n",
         ],

@@ -18,15 +18,9 @@ from torch import nn
 import captum_shallow.models._efficientnet_lite as lite_module
 from captum_shallow import ShallowCAM
 from captum_shallow.cli import SUBCOMMANDS, CLIError, atomic_write, build_parser, main
-from captum_shallow.models import (
-    build_model,
-    layer_preset,
-    load_model,
-    preprocess,
-    read_image,
-    resolve_layers,
-    sample_photo,
-)
+from captum_shallow.datasets import sample_photo
+from captum_shallow.io import preprocess, read_image
+from captum_shallow.models import build_model, layer_preset, load_model, resolve_layers
 
 
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

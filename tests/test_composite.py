@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from captum_shallow.segmentation import (
+from captum_shallow.datasets import (
     COMPOSITE_CLASSES,
     CompositeClassifier,
     CompositeConfig,
@@ -20,8 +20,9 @@ from captum_shallow.segmentation import (
     load_or_train_classifier,
     make_synthetic_split,
 )
-from captum_shallow.segmentation._composite import _BACKGROUNDS, _scene, _silhouette, _template
-from captum_shallow.segmentation._synthetic import _background, _cache_key
+from captum_shallow.datasets._composite import _BACKGROUNDS, _scene, _silhouette, _template
+from captum_shallow.datasets._scenes import _background
+from captum_shallow.datasets._training import _cache_key
 
 TINY = CompositeConfig(
     image_size=64, num_train=48, num_test=24, min_object_size=20, max_object_size=40, seed=3

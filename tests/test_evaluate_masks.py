@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from captum_shallow.cli import main
-from captum_shallow.evaluation import confusion_matrix, iou_from_confusion
-from captum_shallow.segmentation import VOC_CLASSES, ThresholdSweep, pseudo_masks
-from captum_shallow.segmentation._mask_files import voc_palette
+from captum_shallow.datasets import VOC_CLASSES
+from captum_shallow.evaluation import ThresholdSweep, confusion_matrix, iou_from_confusion
+from captum_shallow.io._label_png import voc_palette
+from captum_shallow.segmentation import pseudo_masks
 
 
 def _save(path: Path, labels: np.ndarray, mode: str = "P") -> None:

@@ -22,7 +22,9 @@ from PIL import Image
 from captum_shallow import ShallowCAM, fuse_maps, task_defaults
 from captum_shallow.attribution._fusion import _FUSIONS
 from captum_shallow.cli import main
-from captum_shallow.models import load_model, preprocess, read_image, sample_photo
+from captum_shallow.datasets import sample_photo
+from captum_shallow.io import preprocess, read_image
+from captum_shallow.models import load_model
 from captum_shallow.visualization import Explorer, explain_images, explore
 from captum_shallow.visualization._explorer import (
     EXPLORER_FUSIONS,

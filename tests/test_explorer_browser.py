@@ -24,7 +24,8 @@ from PIL import Image
 
 from captum_shallow import ShallowCAM, fuse_maps
 from captum_shallow.attribution._fusion import _FUSIONS
-from captum_shallow.models import preprocess, sample_photo
+from captum_shallow.datasets import sample_photo
+from captum_shallow.io import preprocess
 from captum_shallow.segmentation import irn_normalise, pseudo_masks
 from captum_shallow.visualization import Explorer, display_scaling, explore, map_to_numpy
 

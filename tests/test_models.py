@@ -11,21 +11,14 @@ from torch import nn
 
 import captum_shallow.models._efficientnet_lite as lite_module
 from captum_shallow import DEFAULT_TRUNCATION, ShallowCAM
+from captum_shallow.datasets import SAMPLE_PHOTOS, class_index, imagenet_classes, sample_photo
+from captum_shallow.io import IMAGENET_MEAN, IMAGENET_STD, load_image, preprocess, read_image
 from captum_shallow.models import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SAMPLE_PHOTOS,
     MissingDependencyError,
     build_model,
-    class_index,
-    imagenet_classes,
     layer_preset,
-    load_image,
     load_model,
-    preprocess,
-    read_image,
     resolve_layers,
-    sample_photo,
 )
 
 

@@ -22,8 +22,9 @@ from PIL import Image
 
 from captum_shallow import ShallowCAM
 from captum_shallow.cli import main
+from captum_shallow.io._label_png import voc_palette
 from captum_shallow.models import build_model, layer_preset, resolve_layers
-from captum_shallow.segmentation._mask_files import MaskJob, voc_palette
+from captum_shallow.segmentation._jobs import MaskJob
 from captum_shallow.segmentation._mask_pipeline import CRASH_AFTER_ENV, fixed_shape_cam, shard
 
 IMAGES = 7

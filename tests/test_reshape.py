@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from captum_shallow import LayerCAM, LayerGradCam, LayerHiResCam, ShallowCAM
-from captum_shallow.attribution._reshape import GridLayout, infer_layout, to_grid
+from captum_shallow._layout import GridLayout, infer_layout
+from captum_shallow.attribution._reshape import to_grid
 
 
 @pytest.fixture(autouse=True)

@@ -9,15 +9,14 @@ import pytest
 import torch
 from torch import Tensor
 
-from captum_shallow.evaluation import confusion_matrix, iou_from_confusion
-from captum_shallow.segmentation import (
+from captum_shallow.evaluation import (
     DEFAULT_THRESHOLDS,
     ThresholdSweep,
-    class_cams,
-    dense_crf,
+    confusion_matrix,
     evaluate_cams,
-    pseudo_masks,
+    iou_from_confusion,
 )
+from captum_shallow.segmentation import class_cams, dense_crf, pseudo_masks
 
 
 def _irn_reference(

@@ -9,18 +9,19 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from captum_shallow.segmentation import (
+from captum_shallow.datasets import (
     SYNTHETIC_CLASSES,
     SyntheticClassifier,
     SyntheticConfig,
     TrainConfig,
     TrainedClassifier,
-    evaluate_cams,
     load_or_train_classifier,
     make_synthetic_split,
     multilabel_metrics,
 )
-from captum_shallow.segmentation._synthetic import _cache_key, _shape_mask
+from captum_shallow.datasets._shapes import _shape_mask
+from captum_shallow.datasets._training import _cache_key
+from captum_shallow.evaluation import evaluate_cams
 
 TINY = SyntheticConfig(
     image_size=32, num_train=96, num_test=32, min_object_size=8, max_object_size=14, seed=3

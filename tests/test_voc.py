@@ -11,7 +11,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from captum_shallow.segmentation import VOC_CLASSES, VOCWeakSegmentation, evaluate_cams
+from captum_shallow.datasets import VOC_CLASSES, VOCWeakSegmentation
+from captum_shallow.evaluation import evaluate_cams
 
 # A flat colour per segmentation label present in the fixture (JPEG keeps flat areas).
 _COLOURS = {0: (0, 0, 0), 8: (250, 20, 20), 12: (20, 250, 20), 15: (20, 20, 250)}

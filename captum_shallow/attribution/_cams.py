@@ -21,7 +21,8 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
-from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from .._modules import layer_name
+from ._hooks import format_inputs, layer_gradients_and_activations
 from ._propagation import Gates, Propagation, describe_gates, propagation_settings
 from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation

@@ -17,7 +17,7 @@ import contextlib
 import operator
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, cast
 
 import torch
 from captum._utils.common import _format_additional_forward_args
@@ -26,13 +26,11 @@ from captum._utils.typing import TargetType
 from torch import Tensor
 from torch.nn import Module
 
+from .._modules import first_tensor_device, layer_name, uncompiled
+from ._propagation import Gates, Propagation, propagation_gates
 from ._reshape import Reshape, reshape_layer_tensors
 
-if TYPE_CHECKING:
-    from ._propagation import Gates, Propagation
-
 LayerTensors = tuple[Tensor, ...]
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def format_inputs(inputs: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -64,28 +62,6 @@ def plain_target(target: Any) -> Any:
     if hasattr(target, "__array__"):  # a NumPy array, without importing NumPy
         return torch.as_tensor(target)
     return target
-
-
-def uncompiled(forward_func: _F) -> _F:
-    """The module a ``torch.compile`` wrapper holds, else ``forward_func`` itself.
-
-    A compiled graph skips forward hooks, and tracing one with hooks compiles it
-    again at every graph break: CAMs and layer searches run the module it wraps
-    (same weights, eager mode) instead.
-    """
-    original = getattr(forward_func, "_orig_mod", None)
-    if isinstance(forward_func, Module) and isinstance(original, Module):
-        return cast(_F, original)
-    return forward_func
-
-
-def layer_name(forward_func: Callable[..., Any], layer: Module) -> str:
-    """The dotted name of ``layer`` inside ``forward_func`` when it is a module."""
-    if isinstance(forward_func, Module):
-        for name, module in forward_func.named_modules():
-            if module is layer:
-                return name or "<the model itself>"
-    return type(layer).__name__
 
 
 def check_layers(forward_func: Callable[..., Any], layers: Sequence[Module]) -> None:
@@ -192,8 +168,6 @@ def layer_gradients_and_activations(
     Returns:
         *list* of ``(gradients, activations)``, one pair of tensor tuples per layer.
     """
-    # Imported here: _propagation names modules with this module's layer_name.
-    from ._propagation import propagation_gates
 
     forward_func = uncompiled(forward_func)
     target = plain_target(target)
@@ -207,7 +181,7 @@ def layer_gradients_and_activations(
     calls: dict[Module, Counter[torch.device]] = {layer: Counter() for layer in layers}
 
     def count_call(module: Module, args: Any, output: Any) -> None:
-        device = _first_tensor_device(output)
+        device = first_tensor_device(output)
         calls[module][device] += 1
         if calls[module][device] > 1:
             raise ValueError(
@@ -305,13 +279,3 @@ def _dtype_mismatch(forward_func: Callable[..., Any], inputs: tuple[Tensor, ...]
         f"{str(dtype).removeprefix('torch.')}: pass inputs.to({dtype}) (or convert the model "
         "back with model.float())"
     )
-
-
-def _first_tensor_device(value: Any) -> torch.device:
-    if isinstance(value, Tensor):
-        return value.device
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            if isinstance(item, Tensor):
-                return item.device
-    return torch.device("cpu")

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import Module
 from torch.utils.hooks import RemovableHandle
 
-from ._hooks import _first_tensor_device, layer_name
+from .._modules import first_tensor_device, layer_name
 from ._truncation import GradientTruncation
 
 #: What ``propagation=`` takes: a truncation, or ``"positive"`` (keep the
@@ -361,14 +361,14 @@ class _GatedRun:
     def _gate_relu(
         self, gate: Module, module: Module, args: Any, output: Any, *, below: bool
     ) -> None:
-        returned = len(self.returned[_first_tensor_device(output)])
+        returned = len(self.returned[first_tensor_device(output)])
         if below and returned == len(self.layers):
             return  # the head, after the deepest hooked layer returned
         self.effective_relu_calls += bool(returned)
         self._gate(gate, output)
 
     def _layer_returned(self, layer: Module, module: Module, args: Any, output: Any) -> None:
-        returned = self.returned[_first_tensor_device(output)]
+        returned = self.returned[first_tensor_device(output)]
         if self.gate_layers and returned:
             self._gate(layer, output)  # deeper than the shallowest, which returned first
         returned.add(id(layer))

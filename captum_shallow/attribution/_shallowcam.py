@@ -19,10 +19,12 @@ from captum.log import log_usage
 from torch import Tensor
 from torch.nn import Module
 
+from .._modules import layer_name
+from ..models import layer_preset, resolve_layers
 from ._cams import LayerCAM, _TruncatedLayerCAM
 from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
-from ._hooks import format_inputs, layer_gradients_and_activations, layer_name
+from ._hooks import format_inputs, layer_gradients_and_activations
 from ._propagation import (
     GATE_KEYWORDS,
     Gates,
@@ -377,9 +379,6 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             >>> cam.fusion, str(cam.truncations[0]), str(cam.propagation), cam.gates
             ('mean', 'soft:quantile=0.5', 'soft:quantile=0.9', 'layers')
         """
-        # Imported here: the core does not need the models subpackage otherwise.
-        from ..models import layer_preset, resolve_layers
-
         preset = layer_preset(model, input_size, additional_forward_args)
         kwargs.setdefault("reshape", preset.reshape)
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)

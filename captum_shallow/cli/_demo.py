@@ -14,16 +14,9 @@ from typing import Any
 import torch
 
 from captum_shallow import DEFAULT_TRUNCATION, LayerCAM, LayerGradCam, ShallowCAM
-from captum_shallow.models import (
-    SAMPLE_PHOTOS,
-    available_models,
-    imagenet_classes,
-    layer_preset,
-    load_model,
-    preprocess,
-    resolve_layers,
-    sample_photo,
-)
+from captum_shallow.datasets import SAMPLE_PHOTOS, imagenet_classes, sample_photo
+from captum_shallow.io import preprocess
+from captum_shallow.models import available_models, layer_preset, load_model, resolve_layers
 from captum_shallow.visualization import attribution_figure, display_scaling
 from captum_shallow.visualization._explorer import cam_settings
 

@@ -20,9 +20,10 @@ from typing import Any
 
 import torch
 
+from captum_shallow.datasets import VOC_CLASSES
 from captum_shallow.evaluation import confusion_matrix, iou_from_confusion
-from captum_shallow.segmentation import VOC_CLASSES
-from captum_shallow.segmentation._mask_files import read_class_names, read_label_png
+from captum_shallow.io._label_png import read_label_png
+from captum_shallow.segmentation._jobs import read_class_names
 
 from ._errors import CLIError
 from ._files import atomic_write

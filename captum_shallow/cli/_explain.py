@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from captum_shallow.models import preprocess, read_image
+from captum_shallow.io import preprocess, read_image
 from captum_shallow.visualization import (
     ExplainedImage,
     attribution_figure,

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from .._atomic import open_temporary, replace_when_done
+from ..io._atomic import open_temporary, replace_when_done
 from ._errors import CLIError
 
 

@@ -18,19 +18,18 @@ from torch import nn
 
 import captum_shallow
 from captum_shallow import GradientTruncation, ShallowCAM, task_defaults
+from captum_shallow._errors import unknown_name
 from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, Fusion
 from captum_shallow.attribution._defaults import TASKS
+from captum_shallow.datasets import class_index, output_class_names
 from captum_shallow.models import (
     architectures,
     available_models,
     build_model,
-    class_index,
-    imagenet_classes,
     layer_preset,
     load_model,
     resolve_layers,
 )
-from captum_shallow.models._errors import unknown_name
 
 from ._errors import CLIError
 
@@ -317,7 +316,7 @@ def load_model_from_args(args: argparse.Namespace) -> LoadedModel:
         raise CLIError(
             f"{name} does not run on a 3-channel {input_size}x{input_size} input: {one_line(error)}"
         ) from None
-    classes = imagenet_classes() if outputs == 1000 else tuple(str(i) for i in range(outputs))
+    classes = output_class_names(outputs)
     return LoadedModel(model, name, input_size, classes, device)
 
 

@@ -28,14 +28,14 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from captum_shallow import ShallowCAM, __version__, task_defaults
-from captum_shallow._atomic import (
+from captum_shallow.io._atomic import (
     FolderLockedError,
     folder_lock,
     remove_temporaries,
     space_reserve,
 )
 from captum_shallow.segmentation._irn import IRN_THRESHOLD
-from captum_shallow.segmentation._mask_files import MaskJob, folder_jobs, voc_jobs
+from captum_shallow.segmentation._jobs import MaskJob, folder_jobs, voc_jobs
 from captum_shallow.segmentation._mask_pipeline import (
     MaskRun,
     RunCounts,

@@ -1,11 +1,11 @@
-"""Metrics of class activation maps: faithfulness, localisation and segmentation
-(confusion matrix, IoU).
+"""Scores: metrics of class activation maps (faithfulness, localisation) and of
+the pseudo-masks made from them (confusion matrix, IoU, IRN's threshold sweep).
 
 Metrics take a forward function returning logits, images ``(N, C, H, W)``, maps
 ``(N, 1, h, w)`` (upsampled bilinearly to the image size) and targets; they run
 batched on the model's device under :func:`torch.no_grad` and never depend on
-how the maps were made. The segmentation pipeline that turns maps into masks
-(IRN's protocol, mask files, data sets) is :mod:`captum_shallow.segmentation`.
+how the maps were made. The pipeline that turns maps into masks is
+:mod:`captum_shallow.segmentation`.
 """
 
 from ._faithfulness import (
@@ -27,18 +27,23 @@ from ._localisation import (
     region_extent,
 )
 from ._miou import confusion_matrix, iou_from_confusion
+from ._wsss import DEFAULT_THRESHOLDS, SweepResult, ThresholdSweep, evaluate_cams
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "FIXED_EXTENT_THRESHOLD",
     "ConfidenceChange",
     "DeletionInsertion",
     "Extent",
     "GridCases",
+    "SweepResult",
+    "ThresholdSweep",
     "average_drop_increase",
     "boxes_to_masks",
     "confusion_matrix",
     "deletion_insertion",
     "energy_pointing_game",
+    "evaluate_cams",
     "grid_extent",
     "grid_pointing_game",
     "iou_from_confusion",

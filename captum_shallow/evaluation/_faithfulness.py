@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._common import (
+from .._checks import (
     Probability,
     check_images,
     check_maps,

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._common import THRESHOLD_SWEEP, check_maps, check_masks, check_positive_int, upsample
+from .._checks import THRESHOLD_SWEEP, check_maps, check_masks, check_positive_int, upsample
 
 __all__ = [
     "FIXED_EXTENT_THRESHOLD",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._common import check_positive_int
+from .._checks import check_positive_int
 
 __all__ = ["confusion_matrix", "iou_from_confusion"]
 

@@ -13,7 +13,7 @@ import importlib
 
 from torch import nn
 
-from ._errors import MissingDependencyError
+from .._errors import MissingDependencyError
 
 #: The EfficientNet-Lite variants the architecture package builds.
 LITE_ARCHITECTURES: tuple[str, ...] = tuple(f"efficientnet-lite{i}" for i in range(5))

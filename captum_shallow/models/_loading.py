@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from .._errors import unknown_name
 from ._efficientnet_lite import LITE_ARCHITECTURES, LITE_WEIGHTS, build_lite, lite_weights_path
-from ._errors import unknown_name
 
 
 def available_models() -> tuple[str, ...]:
@@ -75,7 +75,9 @@ def load_model(
     Examples::
 
         >>> import torch
-        >>> from captum_shallow.models import load_model, preprocess, sample_photo
+        >>> from captum_shallow.models import load_model
+        >>> from captum_shallow.io import preprocess
+        >>> from captum_shallow.datasets import sample_photo
         >>> model = load_model("efficientnet-lite0")
         >>> with torch.no_grad():
         ...     logits = model(preprocess(sample_photo("chelsea")).unsqueeze(0))

@@ -22,8 +22,8 @@ from typing import Any
 from captum._utils.common import _format_additional_forward_args
 from torch import nn
 
-from ..attribution._hooks import uncompiled
-from ._errors import unknown_name
+from .._errors import unknown_name
+from .._modules import uncompiled
 from ._structure import probe_model, stage_outputs
 
 #: Layout names of :attr:`LayerPreset.layouts` as the docs' table words them.

@@ -6,7 +6,7 @@ operation has no meta kernel, for real in the model's own dtype and device.
 A module is a candidate when it runs exactly once (Captum keeps only a
 module's last call, so a reused activation never qualifies) and returns a map:
 ``(N, C, H, W)``, channels-last ``(N, H, W, C)`` or a transformer's tokens
-``(N, prefix + H*W, C)`` (:func:`~captum_shallow.attribution._reshape.infer_layout`).
+``(N, prefix + H*W, C)`` (:func:`~captum_shallow._layout.infer_layout`).
 At each resolution (one octave of stride) the last candidate is kept, with
 three corrections:
 
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
-from ..attribution._reshape import GridLayout, infer_layout
+from .._layout import GridLayout, infer_layout
 
 # An adaptive pool resizes to a fixed grid whatever the input: a resampler, not a stage.
 _RESAMPLERS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)

@@ -58,10 +58,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from .._atomic import atomic_write
-from ..evaluation._common import upsample
+from .._checks import upsample
+from ..io._atomic import atomic_write
+from ..io._label_png import write_label_png
 from ._irn import IRN_THRESHOLD, dense_crf, irn_normalise, present_class_maps
-from ._mask_files import MaskJob, write_label_png
+from ._jobs import MaskJob
 
 __all__ = [
     "CRASH_AFTER_ENV",
@@ -168,7 +169,7 @@ class MaskRun:
             its own process's with :func:`torch.set_num_threads`). Default: 1.
         writer (Callable, optional): ``writer(path)`` opens a binary stream that
             appears under ``path`` only when closed without error.
-            Default: ``captum_shallow._atomic.atomic_write``.
+            Default: ``captum_shallow.io._atomic.atomic_write``.
         mean, std (tuple[float, float, float]): Input normalisation (ImageNet's).
     """
 
@@ -221,7 +222,7 @@ class _JobDataset(Dataset[dict[str, Any]]):
         return len(self.jobs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from captum_shallow.models import preprocess, read_image
+        from captum_shallow.io import preprocess, read_image
 
         job = self.jobs[index]
         item: dict[str, Any] = {"index": index, "error": None}
@@ -244,7 +245,7 @@ class _JobDataset(Dataset[dict[str, Any]]):
 
 
 def _labels_from_mask(job: MaskJob) -> tuple[int, ...]:
-    from ._mask_files import read_label_png
+    from ..io._label_png import read_label_png
 
     if job.mask is None or not os.path.isfile(job.mask):
         raise ValueError(f"no labels: missing mask {job.mask} (give a labels file)")

@@ -34,9 +34,11 @@ from matplotlib import colormaps
 from PIL import Image
 from torch import Tensor, nn
 
-from .._atomic import atomic_write
+from .._modules import layer_name
 from ..attribution import ShallowCAM, task_defaults
-from ..attribution._hooks import layer_name
+from ..datasets import output_class_names
+from ..io import preprocess, read_image
+from ..io._atomic import atomic_write
 from ..segmentation import IRN_THRESHOLD
 from ._display import COLORBAR_LABEL, DEFAULT_CMAP, DEFAULT_OPACITY, image_to_numpy
 
@@ -122,7 +124,7 @@ def explain_images(
         probabilities = cam.forward_func(inputs).softmax(dim=1)
     outputs = probabilities.shape[1]
     if classes is None:
-        classes = _class_names(outputs)
+        classes = output_class_names(outputs)
     if len(classes) != outputs:
         raise ValueError(f"got {len(classes)} class names for {outputs} outputs")
     if target is not None and not 0 <= target < outputs:
@@ -408,7 +410,7 @@ def explore(
     """Explain photos with a :class:`~captum_shallow.ShallowCAM` and explore the maps.
 
     Each photo is resized to the model's square input and normalised with
-    ImageNet's statistics (:func:`captum_shallow.models.preprocess`); the maps of
+    ImageNet's statistics (:func:`captum_shallow.io.preprocess`); the maps of
     its ``top`` most probable classes are computed; the result shows inline in
     Jupyter and :meth:`Explorer.save` writes it as one HTML file.
 
@@ -451,7 +453,6 @@ def explore(
         3
         >>> explorer.save("explorer.html")  # doctest: +SKIP
     """
-    from ..models import preprocess, read_image  # the models package is not needed otherwise
 
     if not isinstance(cam, ShallowCAM):
         raise TypeError(f"the explorer needs a ShallowCAM, got {type(cam).__name__}")
@@ -492,14 +493,6 @@ def explorer_for(
     options.setdefault("threshold", task_defaults(cam.task).threshold)
     options.setdefault("toggling", toggle_meaning(cam))
     return Explorer(images, layers, settings, fusion=str(cam.fusion), gamma=cam.gamma, **options)
-
-
-def _class_names(outputs: int) -> tuple[str, ...]:
-    if outputs == 1000:
-        from ..models import imagenet_classes
-
-        return tuple(imagenet_classes())
-    return tuple(str(i) for i in range(outputs))
 
 
 def _device(model: Any) -> torch.device:

@@ -1,14 +1,11 @@
-"""ImageNet's class names and normalisation, from torchvision without a download."""
+"""ImageNet's class names, from torchvision without a download."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
 
-from ._errors import unknown_name
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from .._errors import unknown_name
 
 
 @functools.cache
@@ -22,7 +19,7 @@ def imagenet_classes() -> tuple[str, ...]:
 
     Examples::
 
-        >>> from captum_shallow.models import imagenet_classes
+        >>> from captum_shallow.datasets import imagenet_classes
         >>> imagenet_classes()[285]
         'Egyptian cat'
     """
@@ -50,7 +47,7 @@ def class_index(target: int | str, classes: Sequence[str] | None = None) -> int:
 
     Examples::
 
-        >>> from captum_shallow.models import class_index
+        >>> from captum_shallow.datasets import class_index
         >>> class_index("espresso"), class_index("285"), class_index("Cardigan")
         (967, 285, 264)
     """
@@ -74,3 +71,23 @@ def class_index(target: int | str, classes: Sequence[str] | None = None) -> int:
             f"ambiguous class {target!r}: {candidates}; give the exact name or the index"
         )
     return found[0]
+
+
+def output_class_names(outputs: int) -> tuple[str, ...]:
+    """Names for a classifier's ``outputs``: ImageNet's for 1000 outputs, else the indices.
+
+    Args:
+        outputs (int): The number of the classifier's outputs.
+
+    Returns:
+        tuple[str, ...]: One name per output.
+
+    Examples::
+
+        >>> from captum_shallow.datasets import output_class_names
+        >>> output_class_names(1000)[285], output_class_names(3)
+        ('Egyptian cat', ('0', '1', '2'))
+    """
+    if outputs == 1000:
+        return imagenet_classes()
+    return tuple(str(index) for index in range(outputs))

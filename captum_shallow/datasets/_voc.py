@@ -115,6 +115,11 @@ class VOCWeakSegmentation(Dataset[tuple[Tensor, Tensor, Tensor]]):
         self.size = size
         self.transform = transform
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """VOC's 20 object classes (``VOC_CLASSES`` without the background)."""
+        return VOC_CLASSES[1:]
+
     def __len__(self) -> int:
         return len(self.voc)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._errors import MissingDependencyError, unknown_name
+from .._errors import MissingDependencyError, unknown_name
 
 #: The photos :func:`sample_photo` knows, with the ImageNet class that the
 #: embedded EfficientNet-Lite0 predicts for each at 224 px.
@@ -36,7 +36,7 @@ def sample_photo(name: str = "chelsea") -> Tensor:
 
     Examples::
 
-        >>> from captum_shallow.models import sample_photo
+        >>> from captum_shallow.datasets import sample_photo
         >>> sample_photo("chelsea").shape
         torch.Size([3, 300, 451])
     """

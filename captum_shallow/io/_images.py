@@ -14,7 +14,9 @@ from torch import Tensor
 if TYPE_CHECKING:
     from PIL import Image
 
-from ._imagenet import IMAGENET_MEAN, IMAGENET_STD
+#: ImageNet's per-channel mean and standard deviation, :func:`preprocess`'s default.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:
@@ -43,7 +45,7 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
         >>> import os, tempfile
         >>> from PIL import Image
-        >>> from captum_shallow.models import read_image
+        >>> from captum_shallow.io import read_image
         >>> path = os.path.join(tempfile.mkdtemp(), "grey.png")
         >>> Image.new("L", (5, 4), color=7).save(path)
         >>> image = read_image(path)
@@ -126,7 +128,8 @@ def preprocess(
 
     Examples::
 
-        >>> from captum_shallow.models import preprocess, sample_photo
+        >>> from captum_shallow.io import preprocess
+        >>> from captum_shallow.datasets import sample_photo
         >>> preprocess(sample_photo("coffee")).shape
         torch.Size([3, 224, 224])
     """
@@ -169,7 +172,7 @@ def load_image(
 
         >>> import os, tempfile
         >>> from PIL import Image
-        >>> from captum_shallow.models import load_image
+        >>> from captum_shallow.io import load_image
         >>> path = os.path.join(tempfile.mkdtemp(), "photo.jpg")
         >>> Image.new("RGB", (64, 48), color=(200, 30, 30)).save(path)
         >>> inputs, image = load_image(path, size=32)

@@ -17,7 +17,7 @@ ImageNet weights (the ``demo`` extra, no download), its last layer replaced by
 one logit per class and fine-tuned on the CPU (multi-label, binary cross
 entropy) with its stem and first blocks frozen, so its shallow layers keep the
 features they learnt on real images. Training and the cache are those of the
-shapes set (:func:`~captum_shallow.segmentation.load_or_train_classifier`).
+shapes set (:func:`~captum_shallow.datasets.load_or_train_classifier`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._synthetic import SyntheticSplit, _background, _crop, _photo, _skimage_data, _train
+from ._fitting import _train
+from ._scenes import SyntheticSplit, _background, _crop, _photo, _skimage_data
 
 __all__ = [
     "COMPOSITE_CLASSES",
@@ -302,7 +303,8 @@ class CompositeClassifier(nn.Module):
         pretrained: bool = True,
     ) -> None:
         super().__init__()
-        from ..models import IMAGENET_MEAN, IMAGENET_STD, build_model, layer_preset, load_model
+        from ..io._images import IMAGENET_MEAN, IMAGENET_STD
+        from ..models import build_model, layer_preset, load_model
 
         backbone = (
             load_model("efficientnet-lite0") if pretrained else build_model("efficientnet-lite0")
