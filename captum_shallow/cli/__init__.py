@@ -5,8 +5,9 @@ Each subcommand is a module with ``NAME``, ``add_parser(subparsers)`` and
 :class:`CLIError` for anything the user can fix; :func:`main` prints it as one
 ``captum-shallow: error: ...`` line and returns 2. Shared pieces for new
 subcommands: ``_options`` (model, layer, method, truncation and target options)
-and ``_files`` (atomic writes: a temporary name in the same folder, then
-:func:`os.replace`).
+and ``_files`` (output folders, figures and arrays, written through the one atomic
+writer, :func:`captum_shallow.io.atomic_write`). The pseudo-mask job runner
+(manifest, resume, lock, disk reserve) is :mod:`captum_shallow.segmentation._runner`.
 """
 
 from __future__ import annotations

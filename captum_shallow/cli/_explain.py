@@ -185,10 +185,7 @@ def run(args: argparse.Namespace) -> int:
         report = explorer_for(
             cam, explained, names, settings, title=f"captum-shallow explain: {loaded.name}"
         )
-        try:
-            written = report.save(folder / REPORT_NAME)
-        except OSError as error:
-            raise CLIError(f"cannot write {folder / REPORT_NAME}: {one_line(error)}") from None
+        written = report.save(folder / REPORT_NAME)  # a WriteError is one line already
         print(f"{len(explained)} images -> {written}")
     return 0
 

@@ -1,4 +1,5 @@
-"""Atomic file writes shared by the command line and the pseudo-mask pipeline:
+"""Atomic file writes, the one writer of the command line, the pseudo-mask
+pipeline and the library:
 a file appears complete under its name, or not at all; the lock that keeps
 one run at a time in an output folder; and the space a run sets aside for its
 report, so that a full disk does not leave it untold.
@@ -17,6 +18,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
+
+from .._errors import UserError, WriteError
 
 #: The start of every temporary file name the package creates.
 TEMPORARY_PREFIX = ".captum-shallow-"
@@ -64,9 +67,72 @@ def replace_when_done(
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """:func:`open_temporary` then :func:`replace_when_done`; errors stay OSError."""
-    with replace_when_done(*open_temporary(path), path) as stream:
-        yield stream
+    """Open a temporary file next to ``path``; on success rename it to ``path``.
+
+    The package's one way to write a file: the temporary file lives in the same
+    folder (so :func:`os.replace` is an atomic rename on one file system) and is
+    removed if the block raises, so a file appears complete under its name, or
+    not at all.
+
+    Args:
+        path (str or os.PathLike): The file to write; its folder must exist.
+
+    Yields:
+        IO[bytes]: The temporary file, open for binary writing.
+
+    Raises:
+        WriteError: When the file cannot be written (a missing or read-only
+            folder, a full disk, a folder of that name); nothing is left behind.
+            It is an :class:`OSError` with the failed call's ``errno``, and its
+            message is one line: ``cannot write <path>: <reason>``.
+
+    Examples::
+
+        >>> import os, tempfile
+        >>> from captum_shallow.io import atomic_write
+        >>> path = os.path.join(tempfile.mkdtemp(), "out.bin")
+        >>> with atomic_write(path) as stream:
+        ...     _ = stream.write(b"done")
+        >>> open(path, "rb").read(), os.listdir(os.path.dirname(path))
+        (b'done', ['out.bin'])
+    """
+    target = Path(path)
+    try:
+        with replace_when_done(*open_temporary(target), target) as stream:
+            yield stream
+    except WriteError:
+        raise
+    except OSError as error:
+        raise WriteError(error.errno, error.strerror or str(error), str(target)) from None
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create an output folder (and its parents) if needed.
+
+    Args:
+        path (str or os.PathLike): The folder.
+
+    Returns:
+        Path: The folder.
+
+    Raises:
+        UserError: When it cannot be created or is a file.
+
+    Examples::
+
+        >>> import tempfile
+        >>> from captum_shallow.io._atomic import make_folder
+        >>> make_folder(tempfile.mkdtemp() + "/a/b").is_dir()
+        True
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"output folder {folder} is not a folder") from None
+    except OSError as error:
+        raise UserError(f"cannot create output folder {folder}: {error.strerror}") from None
+    return folder
 
 
 def remove_temporaries(folder: str | os.PathLike[str]) -> int:
