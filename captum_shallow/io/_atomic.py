@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,16 @@ class FolderLockedError(OSError):
         super().__init__(f"{folder} is in use by another run ({owner})")
         self.folder = folder
         self.owner = owner
+
+
+class UnsafeLockError(UserError, OSError):
+    """The lock file's path is a link or a special file: it is left alone."""
+
+    def __init__(self, path: Path, kind: str) -> None:
+        super().__init__(
+            f"{path} is {kind}; the lock file is never followed or shared, so the run is "
+            "refused: remove it (it is not the package's), then rerun"
+        )
 
 
 def open_temporary(path: str | os.PathLike[str]) -> tuple[int, str]:
@@ -165,12 +176,14 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[Path]:
 
     Raises:
         FolderLockedError: When a live process holds the lock.
+        UnsafeLockError: When the lock's path is a symbolic link, a hard link to
+            another file or not a regular file (it is never followed or written).
     """
     import fcntl  # POSIX only; imported here so that atomic writes work everywhere
 
     path = Path(folder) / LOCK_NAME
     while True:
-        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        handle = _open_lock(path)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -227,6 +240,27 @@ def space_reserve(folder: str | os.PathLike[str], size: int) -> Iterator[Callabl
         yield release
     finally:
         release()
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create) a lock file that is a regular file of one name only.
+
+    The lock file is truncated and written, so it must never lead elsewhere: a
+    symbolic link is not followed (``O_NOFOLLOW``), and a hard link to another
+    file, a FIFO or a device is refused, untouched.
+    """
+    try:
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as error:
+        if os.path.islink(path):
+            raise UnsafeLockError(path, "a symbolic link") from None
+        raise error from None
+    info = os.fstat(handle)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+        os.close(handle)
+        kind = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a file"
+        raise UnsafeLockError(path, kind)
+    return handle
 
 
 def _is_same_file(handle: int, path: Path) -> bool:

@@ -374,6 +374,8 @@ def _take_lock(held: ExitStack, out: Path) -> None:
     """Lock ``out`` until ``held`` closes: one run at a time writes there."""
     try:
         held.enter_context(folder_lock(out))
+    except UserError:
+        raise
     except FolderLockedError as error:
         raise UserError(
             f"{out} is in use by another run ({error.owner}); wait for it to end, or "
