@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..datasets._voc import VOC_CLASSES
+from ..io._paths import check_plain_name
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -147,7 +148,9 @@ def voc_jobs(
 
     Raises:
         FileNotFoundError: When the folders, the split or a labels entry are missing.
-        ValueError: For an unreadable or empty split, or an unreadable labels file.
+        ValueError: For an unreadable or empty split, an unreadable labels file,
+            or an image id that is not a plain name (an absolute path, ``..``):
+            every name must stay inside the output folder.
     """
     voc = Path(root)
     if not (voc / "JPEGImages").is_dir():
@@ -167,8 +170,11 @@ def voc_jobs(
         raise ValueError(f"split file {split_file} lists no image id")
     classes = VOC_CLASSES[1:]
     given = None if labels_file is None else read_labels_file(labels_file, classes)
+    for image_id in given or ():
+        check_plain_name(image_id, f"labels file {labels_file}")
     jobs = []
     for image_id in ids:
+        check_plain_name(image_id, f"split file {split_file}")
         image = str(voc / "JPEGImages" / f"{image_id}.jpg")
         if given is not None:
             if image_id not in given:
@@ -196,7 +202,8 @@ def folder_jobs(
     Raises:
         FileNotFoundError: For a missing root, classes or labels file.
         ValueError: For unreadable files, unknown classes, a labels file that
-            lists no image, or two images with the same name (ignoring case)
+            lists no image, a path that is not a plain name inside the root
+            (absolute, ``..``), or two images with the same name (ignoring case)
             once their suffix is dropped.
     """
     folder = Path(root)
@@ -213,9 +220,7 @@ def folder_jobs(
         raise ValueError(f"labels file {labels_path} lists no image (only its header)")
     jobs: dict[str, MaskJob] = {}
     for image, present in labels.items():
-        relative = Path(image)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise ValueError(f"labels file {labels_path}: {image!r} is not a path inside {folder}")
+        relative = Path(check_plain_name(image, f"labels file {labels_path}"))
         if relative.suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(
                 f"labels file {labels_path}: {image!r} does not end in an image suffix "

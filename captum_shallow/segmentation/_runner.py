@@ -44,6 +44,7 @@ from ..io._atomic import (
     remove_temporaries,
     space_reserve,
 )
+from ..io._paths import inside
 from ._jobs import MaskJob
 from ._mask_pipeline import CamFn, MaskRun, RunCounts, cams_path, mask_path, run_masks, shard
 
@@ -54,6 +55,7 @@ __all__ = [
     "MaskJobSpec",
     "Prepared",
     "check_out_outside_root",
+    "check_output_paths",
     "file_digest",
     "masks_digest",
     "run_mask_job",
@@ -139,6 +141,7 @@ def run_mask_job(spec: MaskJobSpec, prepare: Callable[[torch.device], Prepared])
             record it).
     """
     jobs = list(spec.jobs)
+    check_output_paths(spec.out, jobs, spec.save_cams)
     with _process_group(spec.device) as (rank, world_size, device), ExitStack() as held:
         prepared = prepare(device)
         config = prepared.config
@@ -229,6 +232,25 @@ def check_out_outside_root(out: str | os.PathLike[str], root: str | os.PathLike[
             f"--out {out} is inside --root {root}: the dataset's own files could be taken "
             "for finished masks or overwritten; choose an --out outside the dataset"
         )
+
+
+def check_output_paths(
+    out: str | os.PathLike[str], jobs: Sequence[MaskJob], save_cams: bool
+) -> None:
+    """Refuse a run any of whose output files would land outside ``out``.
+
+    Every job's mask (and maps) path is resolved, following every symbolic link
+    on the way (a folder inside ``out`` that links into the data set, say), and
+    must stay inside ``out``'s own real path. Checked before any work, on every
+    rank alike.
+
+    Raises:
+        UserError: Naming the first job whose output leaves ``out``.
+    """
+    for job in jobs:
+        inside(out, mask_path(Path(out), job), f"the mask of {job.name!r},")
+        if save_cams:
+            inside(out, cams_path(Path(out), job), f"the maps of {job.name!r},")
 
 
 def file_digest(path: str | os.PathLike[str]) -> dict[str, str]:
