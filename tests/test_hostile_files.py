@@ -8,14 +8,44 @@ The pseudo-mask runs use the three-image folder dataset of ``test_bad_inputs``.
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
+import numpy as np
 import pytest
-from test_bad_inputs import _mask_names, _masks_argv, _one_line_error, dataset
+from test_bad_inputs import (
+    _explain_argv,
+    _mask_names,
+    _masks_argv,
+    _one_line_error,
+    dataset,
+    resnet5,
+)
 
+from captum_shallow.cli import main
+from captum_shallow.io import read_image
 from captum_shallow.io._atomic import LOCK_NAME
+from captum_shallow.io._label_png import read_label_png, write_label_png
 
-__all__ = ["dataset"]  # the fixture, imported
+__all__ = ["dataset", "resnet5"]  # the fixtures, imported
+
+
+@pytest.fixture
+def no_hang() -> Iterator[None]:
+    """A call that blocks (opening a FIFO without a writer) fails after 20 s instead."""
+
+    def hung(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError("blocked for 20 s (opened a FIFO?)")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 # --- the lock file ------------------------------------------------------------------
@@ -104,3 +134,93 @@ def test_a_symlinked_folder_inside_out_that_leads_into_the_dataset_is_refused(
     )
     assert sorted(p.name for p in dataset.rglob("*")) == before  # nothing written there
     assert sorted(p.name for p in out.iterdir()) == ["sub"]  # no manifest, no lock
+
+
+# --- special files: refused at once, never opened in a way that blocks -------------------
+
+
+def _fifo(path: Path) -> Path:
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_is_not_an_image_for_the_api_or_explain(
+    tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str], no_hang: None
+) -> None:
+    fifo = _fifo(tmp_path / "photo.png")
+    expected = f"cannot read image file {fifo}: it is a FIFO (named pipe), not a regular file"
+    with pytest.raises(ValueError, match="^" + expected.replace("(", r"\(").replace(")", r"\)")):
+        read_image(fifo)
+    with pytest.raises(ValueError, match=r"label image .*: it is a FIFO \(named pipe\)"):
+        read_label_png(fifo)
+    argv = _explain_argv(resnet5, str(fifo), "--out", str(tmp_path / "out"))
+    assert _one_line_error(capsys, argv) == expected
+    assert not (tmp_path / "out").exists()
+
+
+def test_pseudo_masks_counts_a_fifo_image_as_failed_and_refuses_fifo_lists(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_hang: None
+) -> None:
+    _fifo(dataset / "b.png")
+    out = tmp_path / "out"
+    assert main(_masks_argv(dataset, out)) == 1
+    assert _mask_names(out) == ["a.png", "c.png"]
+    assert (out / "failures.txt").read_text() == (
+        f"{dataset / 'b.png'}\tcannot read image file {dataset / 'b.png'}: it is a FIFO "
+        "(named pipe), not a regular file\n"
+    )
+    capsys.readouterr()
+    for name in ("classes.txt", "labels.csv"):
+        kept = (dataset / name).read_bytes()
+        _fifo(dataset / name)
+        message = _one_line_error(capsys, _masks_argv(dataset, tmp_path / "other"))
+        kind = name.split(".")[0]
+        assert message == (
+            f"cannot read {kind} file {dataset / name}: it is a FIFO (named pipe), not a "
+            "regular file"
+        )
+        (dataset / name).unlink()
+        (dataset / name).write_bytes(kept)
+    _fifo(out / "manifest.json")
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == (
+        f"cannot read manifest {out / 'manifest.json'}: it is a FIFO (named pipe), not a "
+        "regular file"
+    )
+
+
+def test_a_fifo_voc_split_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_hang: None
+) -> None:
+    voc = _voc(tmp_path, "")
+    split = _fifo(voc / "ImageSets/Segmentation/train.txt")
+    message = _one_line_error(capsys, _voc_argv(voc, tmp_path / "out"))
+    assert (
+        message == f"cannot read split file {split}: it is a FIFO (named pipe), not a regular file"
+    )
+
+
+def test_evaluate_masks_refuses_fifos_and_never_replaces_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_hang: None
+) -> None:
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        with open(tmp_path / folder / "m.png", "wb") as stream:
+            write_label_png(stream, np.ones((4, 4), dtype=np.uint8))
+    argv = ["evaluate-masks", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]
+    json_fifo = _fifo(tmp_path / "table.json")
+    message = _one_line_error(capsys, [*argv, "--json", str(json_fifo)])
+    assert message == (
+        f"cannot write {json_fifo}: it is a FIFO (named pipe), not a regular file (only regular "
+        "files are replaced)"
+    )
+    assert json_fifo.is_fifo()  # still the user's FIFO
+    classes = _fifo(tmp_path / "classes.txt")
+    message = _one_line_error(capsys, [*argv, "--classes", str(classes)])
+    assert message.startswith(f"cannot read classes file {classes}: it is a FIFO")
+    _fifo(tmp_path / "pred" / "m.png")
+    message = _one_line_error(capsys, argv)
+    assert message.startswith(
+        f"cannot read label image {tmp_path / 'pred' / 'm.png'}: it is a FIFO"
+    )

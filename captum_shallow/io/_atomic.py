@@ -12,6 +12,7 @@ can be told apart from a user's own files and only they are removed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import stat
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from .._errors import UserError, WriteError
+from ._paths import file_kind
 
 #: The start of every temporary file name the package creates.
 TEMPORARY_PREFIX = ".captum-shallow-"
@@ -95,7 +97,9 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
         WriteError: When the file cannot be written (a missing or read-only
             folder, a full disk, a folder of that name); nothing is left behind.
             It is an :class:`OSError` with the failed call's ``errno``, and its
-            message is one line: ``cannot write <path>: <reason>``.
+            message is one line: ``cannot write <path>: <reason>``. A ``path``
+            that is a symbolic link, a folder, a FIFO or a device is refused
+            (the rename would drop it).
 
     Examples::
 
@@ -109,6 +113,7 @@ def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
     """
     target = Path(path)
     try:
+        _check_replaceable(target)
         with replace_when_done(*open_temporary(target), target) as stream:
             yield stream
     except WriteError:
@@ -261,6 +266,22 @@ def _open_lock(path: Path) -> int:
         kind = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a file"
         raise UnsafeLockError(path, kind)
     return handle
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to replace anything but a regular file: the rename would silently
+    drop a user's symbolic link, FIFO or device in its place."""
+    try:
+        mode = os.lstat(target).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else file_kind(mode)
+        raise WriteError(
+            errno.EEXIST,
+            f"it is {kind}, not a regular file (only regular files are replaced)",
+            str(target),
+        )
 
 
 def _is_same_file(handle: int, path: Path) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._paths import open_regular
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,7 +38,8 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: When the file is not an image that can be decoded (or is
+        ValueError: When the file is a folder, a FIFO or a device (refused
+            without blocking), or not an image that can be decoded (or is
             larger than Pillow's decompression-bomb limit, or holds
             floating-point or wider than 16-bit pixels); the message names the
             file and the reason.
@@ -52,15 +55,16 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         >>> image.shape, image.dtype, int(image[2, 0, 0])
         (torch.Size([3, 4, 5]), torch.uint8, 7)
     """
+    path = os.fspath(path)
+    with open_regular(path, "image file") as stream:
+        return _decode(stream, path)
+
+
+def _decode(stream: IO[bytes], path: str) -> Tensor:
     from PIL import Image, UnidentifiedImageError
 
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such image file: {path}")
-    if os.path.isdir(path):
-        raise ValueError(f"cannot read image {path}: it is a directory")
     try:
-        with Image.open(path) as image:
+        with Image.open(stream) as image:
             rgb = _eight_bits(image).convert("RGB")
     except UnidentifiedImageError:
         raise ValueError(f"cannot read image {path}: not an image format Pillow knows") from None

@@ -23,13 +23,14 @@ The masks are VOC label PNGs (:mod:`captum_shallow.io`).
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..datasets._voc import VOC_CLASSES
-from ..io._paths import check_plain_name
+from ..io._paths import check_plain_name, read_text
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -76,10 +77,9 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
         ValueError: For an unreadable or empty file, or a repeated name.
     """
     try:
-        # utf-8-sig: spreadsheets and Windows editors start the file with a byte-order mark.
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read classes file {path}: {_reason(error)}") from None
+        lines = read_text(path, "classes file").splitlines()
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
     names = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
     if not names:
         raise ValueError(f"classes file {path} names no class")
@@ -108,9 +108,10 @@ def read_labels_file(
     index = {name: i for i, name in enumerate(classes)}
     labels: dict[str, tuple[int, ...]] = {}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            rows = list(csv.reader(stream))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        rows = list(csv.reader(io.StringIO(read_text(path, "labels file"), newline="")))
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    except csv.Error as error:
         raise ValueError(f"cannot read labels file {path}: {_reason(error)}") from None
     if not rows or [cell.strip() for cell in rows[0]] != ["image", "classes"]:
         raise ValueError(f"labels file {path} must start with the header line 'image,classes'")
@@ -162,10 +163,8 @@ def voc_jobs(
                 f"PASCAL VOC not found: missing {needed} (expected <root>/VOCdevkit/VOC2012/ "
                 "with JPEGImages/ and ImageSets/Segmentation/<split>.txt)"
             )
-    try:
-        ids = sorted({line.strip() for line in split_file.read_text().splitlines() if line.strip()})
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read split file {split_file}: {_reason(error)}") from None
+    lines = read_text(split_file, "split file").splitlines()
+    ids = sorted({line.strip() for line in lines if line.strip()})
     if not ids:
         raise ValueError(f"split file {split_file} lists no image id")
     classes = VOC_CLASSES[1:]
@@ -212,7 +211,7 @@ def folder_jobs(
     classes_path = Path(classes_file) if classes_file else folder / "classes.txt"
     labels_path = Path(labels_file) if labels_file else folder / "labels.csv"
     for needed, what in ((classes_path, "classes"), (labels_path, "labels")):
-        if not needed.is_file():
+        if not needed.exists():  # a FIFO or a folder is refused when read
             raise FileNotFoundError(f"{what} file {needed} does not exist")
     classes = read_class_names(classes_path)
     labels = read_labels_file(labels_path, classes)

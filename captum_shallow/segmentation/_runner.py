@@ -44,7 +44,7 @@ from ..io._atomic import (
     remove_temporaries,
     space_reserve,
 )
-from ..io._paths import inside
+from ..io._paths import inside, open_regular, read_text
 from ._jobs import MaskJob
 from ._mask_pipeline import CamFn, MaskRun, RunCounts, cams_path, mask_path, run_masks, shard
 
@@ -254,11 +254,18 @@ def check_output_paths(
 
 
 def file_digest(path: str | os.PathLike[str]) -> dict[str, str]:
-    """A file's resolved path and SHA-256, for the manifest."""
+    """A file's resolved path and SHA-256, for the manifest.
+
+    Raises:
+        UserError: When it cannot be read (a FIFO or a device too).
+    """
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open_regular(path) as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except (OSError, ValueError) as error:
+        raise UserError(one_line(error)) from None
     return {"path": str(Path(path).resolve()), "sha256": digest.hexdigest()}
 
 
@@ -271,8 +278,9 @@ def masks_digest(jobs: Sequence[MaskJob]) -> dict[str, str]:
         if job.mask is not None:
             folders.add(str(Path(job.mask).parent.resolve()))
             try:
-                digest.update(Path(job.mask).read_bytes())
-            except OSError:
+                with open_regular(job.mask, "mask") as stream:
+                    digest.update(stream.read())
+            except (OSError, ValueError):
                 digest.update(b"\0unreadable")  # the job fails; a mask put there later counts
         digest.update(b"\0")
     return {"path": ", ".join(sorted(folders)), "sha256": digest.hexdigest()}
@@ -339,11 +347,15 @@ def _versions() -> dict[str, str]:
 
 def _read_manifest(out: Path) -> dict[str, Any] | None:
     path = out / MANIFEST
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
     try:
-        manifest = json.loads(path.read_text())
+        text = read_text(path, "manifest")
     except (OSError, ValueError) as error:
+        raise UserError(one_line(error)) from None
+    try:
+        manifest = json.loads(text)
+    except ValueError as error:
         raise UserError(f"cannot read {path}: {one_line(error)}") from None
     if (
         not isinstance(manifest, dict)
