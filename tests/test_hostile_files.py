@@ -7,8 +7,12 @@ The pseudo-mask runs use the three-image folder dataset of ``test_bad_inputs``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -25,7 +29,7 @@ from test_bad_inputs import (
 )
 
 from captum_shallow.cli import main
-from captum_shallow.io import read_image
+from captum_shallow.io import atomic_write, read_image
 from captum_shallow.io._atomic import LOCK_NAME
 from captum_shallow.io._label_png import read_label_png, write_label_png
 
@@ -224,3 +228,84 @@ def test_evaluate_masks_refuses_fifos_and_never_replaces_one(
     assert message.startswith(
         f"cannot read label image {tmp_path / 'pred' / 'm.png'}: it is a FIFO"
     )
+
+
+# --- durable writes ---------------------------------------------------------------------
+
+
+def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(handle: int) -> None:
+        events.append("fsync folder" if stat.S_ISDIR(os.fstat(handle).st_mode) else "fsync file")
+        real_fsync(handle)
+
+    def replace(source: str, target: str | os.PathLike[str]) -> None:
+        events.append("rename")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_write(tmp_path / "mask.png") as stream:
+        stream.write(b"data")
+    assert events == ["fsync file", "rename", "fsync folder"]
+    assert (tmp_path / "mask.png").read_bytes() == b"data"
+
+
+# --- names near the length limit, names that are not UTF-8 --------------------------------
+
+
+def test_a_name_near_the_length_limit_is_written_under_its_own_name(tmp_path: Path) -> None:
+    name = "é" * 100 + "x" * 46 + ".png"  # 250 bytes of UTF-8, 5 under the limit
+    assert len(os.fsencode(name)) == 250
+    with atomic_write(tmp_path / name) as stream:
+        stream.write(b"whole")
+    assert [path.name for path in tmp_path.iterdir()] == [name]
+
+
+def test_pseudo_masks_and_explain_take_names_near_the_length_limit(
+    dataset: Path, tmp_path: Path, resnet5: Path
+) -> None:
+    long = "n" * 240
+    (dataset / "a.png").rename(dataset / f"{long}.png")
+    (dataset / "labels.csv").write_text(f"image,classes\n{long}.png,cat\nb.png,dog\n")
+    out = tmp_path / "out"
+    assert main(_masks_argv(dataset, out, "--save-cams")) == 0
+    assert _mask_names(out) == ["b.png", f"{long}.png"]
+    assert (out / "cams" / f"{long}.npz").is_file()
+    figures = tmp_path / "figures"
+    argv = _explain_argv(
+        resnet5, str(dataset / f"{long}.png"), "--save-maps", "--out", str(figures)
+    )
+    assert main(argv) == 0
+    assert sorted(path.name for path in figures.iterdir()) == [
+        f"{long}.cam.png",
+        f"{long}.maps.npz",
+    ]
+
+
+def test_names_that_are_not_utf8_are_read_written_and_printed(
+    dataset: Path, tmp_path: Path, resnet5: Path
+) -> None:
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/donn\xe9es"))
+    with pytest.raises(UnicodeEncodeError):
+        str(odd).encode()  # a Latin-1 folder name: not UTF-8
+    dataset.rename(odd)
+    (odd / "c.png").write_bytes(b"not a png")  # fails: failures.txt names a non-UTF-8 path
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/sortie-\xff"))
+    assert main(_masks_argv(odd, out, weights=tmp_path / "r3.pt")) == 1
+    assert _mask_names(out) == ["a.png", "b.png"]
+    assert (out / "failures.txt").read_bytes().startswith(os.fsencode(odd / "c.png") + b"\t")
+    assert json.loads((out / "manifest.json").read_text())["config"]["root"] == str(odd)
+    # explain prints each image's line on stdout: a child process, as from a terminal
+    child = subprocess.run(
+        [sys.executable, "-m", "captum_shallow", *_explain_argv(resnet5, str(odd / "a.png"),
+         "--html", "--out", str(out / "figures"))],
+        capture_output=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr.decode(errors="replace")[-2000:]
+    assert b"donn\\udce9es" in child.stdout  # escaped, not a UnicodeEncodeError
+    assert sorted(os.listdir(os.fsencode(out / "figures"))) == [b"a.cam.png", b"report.html"]

@@ -13,6 +13,7 @@ writer, :func:`captum_shallow.io.atomic_write`). The pseudo-mask job runner
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         captum-shallow ...
         0
     """
+    _printable_output()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -97,3 +99,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _printable_output() -> None:
+    """Print a file name that is not valid UTF-8 (Python holds its bytes as
+    surrogates) as backslash escapes, instead of failing on it."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")

@@ -27,6 +27,9 @@ from ._paths import file_kind
 #: The start of every temporary file name the package creates.
 TEMPORARY_PREFIX = ".captum-shallow-"
 TEMPORARY_SUFFIX = ".tmp"
+#: How much of the target's name a temporary name keeps: at most 4 x 40 bytes of
+#: UTF-8, so prefix, name, random part and suffix stay well under 255 bytes.
+TEMPORARY_NAME_CHARS = 40
 #: The lock file of an output folder (see :func:`folder_lock`).
 LOCK_NAME = ".captum-shallow.lock"
 
@@ -57,8 +60,12 @@ def open_temporary(path: str | os.PathLike[str]) -> tuple[int, str]:
     The same folder makes :func:`os.replace` an atomic rename on one file system.
     """
     target = Path(path)
+    # The name is cut short: a target near the file system's name-length limit
+    # (255 bytes) must not fail because of what the temporary name adds to it.
     return tempfile.mkstemp(
-        dir=target.parent, prefix=f"{TEMPORARY_PREFIX}{target.name}.", suffix=TEMPORARY_SUFFIX
+        dir=target.parent,
+        prefix=f"{TEMPORARY_PREFIX}{target.name[:TEMPORARY_NAME_CHARS]}.",
+        suffix=TEMPORARY_SUFFIX,
     )
 
 
@@ -66,16 +73,24 @@ def open_temporary(path: str | os.PathLike[str]) -> tuple[int, str]:
 def replace_when_done(
     handle: int, temporary: str, path: str | os.PathLike[str]
 ) -> Iterator[IO[bytes]]:
-    """Yield the temporary file; rename it to ``path`` on success, remove it on error."""
+    """Yield the temporary file; rename it to ``path`` on success, remove it on error.
+
+    The data reach the disk before the rename (``fsync`` of the file) and the
+    rename itself after it (``fsync`` of the folder), so a power cut leaves the
+    old file or the whole new one under ``path``, never an empty or short one.
+    """
     try:
         with os.fdopen(handle, "wb") as stream:
             yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes files private (0600)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    _fsync_folder(Path(path).parent)
 
 
 @contextlib.contextmanager
@@ -282,6 +297,19 @@ def _check_replaceable(target: Path) -> None:
             f"it is {kind}, not a regular file (only regular files are replaced)",
             str(target),
         )
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable; a no-op where folders cannot be opened."""
+    try:
+        handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # Windows: a folder cannot be opened, and NTFS journals renames
+    try:
+        with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+            os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _is_same_file(handle: int, path: Path) -> bool:

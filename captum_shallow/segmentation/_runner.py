@@ -454,7 +454,8 @@ def _report(
     if failures or (out / FAILURES).exists():
         try:
             with atomic_write(out / FAILURES) as stream:
-                stream.write(lines.encode())
+                # A path that is not UTF-8 is written back as the bytes it names.
+                stream.write(lines.encode("utf-8", "surrogateescape"))
         except UserError as error:
             unwritten = error
             with suppress(OSError):
