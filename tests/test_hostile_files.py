@@ -19,6 +19,8 @@ from types import FrameType
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from test_bad_inputs import (
     _explain_argv,
     _mask_names,
@@ -309,3 +311,108 @@ def test_names_that_are_not_utf8_are_read_written_and_printed(
     assert child.returncode == 0, child.stderr.decode(errors="replace")[-2000:]
     assert b"donn\\udce9es" in child.stdout  # escaped, not a UnicodeEncodeError
     assert sorted(os.listdir(os.fsencode(out / "figures"))) == [b"a.cam.png", b"report.html"]
+
+
+# --- resume: a broken mask is made again, a foreign file never taken ----------------------
+
+
+def test_resume_makes_broken_masks_again_and_says_so(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(_masks_argv(dataset, out)) == 0
+    good = {name: (out / name).read_bytes() for name in ("a.png", "b.png", "c.png")}
+    (out / "a.png").write_bytes(good["a.png"][: len(good["a.png"]) // 2])  # truncated
+    with open(out / "b.png", "wb") as stream:  # decodes, but 5x5: not the image's 24x20
+        write_label_png(stream, np.zeros((5, 5), dtype=np.uint8))
+    with open(out / "c.png", "wb") as stream:  # c is a cat (label 1): 3 (car) is not its own
+        write_label_png(stream, np.full((20, 24), 3, dtype=np.uint8))
+    capsys.readouterr()
+    assert main(_masks_argv(dataset, out)) == 0
+    err = capsys.readouterr().err
+    assert f"recomputing {out / 'a.png'}: it does not decode (cannot read label image" in err
+    assert f"recomputing {out / 'b.png'}: it is 5x5, the image 24x20" in err
+    assert (
+        f"recomputing {out / 'c.png'}: it holds label 3, which is not one of the image's ([0, 1])"
+    ) in err
+    assert "3 written (3 of them broken, made again), 0 already done" in err
+    assert {name: (out / name).read_bytes() for name in good} == good
+    assert json.loads((out / "manifest.json").read_text())["recomputed_broken"] == 3
+
+
+def test_a_file_at_a_mask_name_in_a_new_out_is_refused_and_kept(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "b.png").write_bytes(b"the user's own b.png")
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == (
+        f"{out} already holds {out / 'b.png'} but no manifest.json, so this command did not "
+        "write it; refusing to take it for a finished mask or replace it: choose another --out"
+    )
+    assert (out / "b.png").read_bytes() == b"the user's own b.png"
+    assert sorted(p.name for p in out.iterdir()) == ["b.png"]
+
+
+# --- EXIF orientation ------------------------------------------------------------------
+
+
+def test_exif_orientation_is_honoured_by_the_reader_and_the_masks(
+    dataset: Path, tmp_path: Path
+) -> None:
+    pixels = np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown turned a quarter turn clockwise
+    Image.fromarray(pixels).save(dataset / "a.png", exif=exif)
+    turned = read_image(dataset / "a.png")
+    expected = torch.from_numpy(np.rot90(pixels, k=-1).copy()).permute(2, 0, 1)
+    assert torch.equal(turned, expected)  # (3, 24, 20): as every viewer shows it
+    out = tmp_path / "out"
+    assert main(_masks_argv(dataset, out)) == 0
+    assert read_label_png(out / "a.png").shape == (24, 20)
+    assert main(_masks_argv(dataset, out)) == 0  # and the resume takes it as whole
+    assert json.loads((out / "manifest.json").read_text())["skipped_done"] == 3
+
+
+# --- explain never writes over an input, nor over a file it did not write -----------------
+
+
+def test_explain_never_overwrites_its_own_inputs(
+    tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for name, value in (("a.png", 10), ("a.cam.png", 200)):  # a.cam.png: the user's photo
+        Image.fromarray(np.full((16, 16, 3), value, dtype=np.uint8)).save(folder / name)
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    argv = _explain_argv(resnet5, str(folder / "a.png"), str(folder / "a.cam.png"))
+    message = _one_line_error(capsys, [*argv, "--out", str(folder)])
+    assert message == (
+        f"explain would write {folder / 'a.cam.png'}, which is an input of this run; "
+        "choose another --out"
+    )
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_explain_overwrites_only_the_files_it_wrote(
+    tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(np.full((16, 16, 3), 90, dtype=np.uint8)).save(tmp_path / "a.png")
+    out = tmp_path / "out"
+    argv = [*_explain_argv(resnet5, str(tmp_path / "a.png"), "--save-maps", "--html"),
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert main(argv) == 0  # its own outputs: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["a.cam.png", "a.maps.npz", "report.html"]
+    capsys.readouterr()
+    for name in ("a.cam.png", "a.maps.npz", "report.html"):
+        kept = (out / name).read_bytes()
+        (out / name).write_bytes(b"the user's own file")
+        message = _one_line_error(capsys, argv)
+        assert message == (
+            f"{out / name} exists and was not written by captum-shallow; refusing to "
+            "overwrite it: move it away or choose another --out"
+        )
+        assert (out / name).read_bytes() == b"the user's own file"
+        (out / name).write_bytes(kept)

@@ -19,12 +19,16 @@ if TYPE_CHECKING:
 #: ImageNet's per-channel mean and standard deviation, :func:`preprocess`'s default.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: The EXIF tag of a photo's orientation (1: as stored; 2 to 8: mirrored or turned).
+_EXIF_ORIENTATION = 0x0112
 
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:
     r"""Read an image file (any format Pillow reads) as an RGB tensor.
 
-    Grey, palette and RGBA images are converted to RGB (alpha is dropped).
+    The EXIF orientation is honoured (the picture is turned as every viewer
+    shows it). Grey, palette and RGBA images are converted to RGB (alpha is
+    dropped).
     16-bit greyscale (Pillow's modes ``I;16`` and, for values in 0..65535,
     ``I``) is scaled to 8 bits, :math:`v_8 = \mathrm{round}(255 v / 65535)`,
     rather than clipped. Floating-point pixels (mode ``F``, e.g. a float TIFF)
@@ -61,11 +65,13 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
 
 def _decode(stream: IO[bytes], path: str) -> Tensor:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(stream) as image:
-            rgb = _eight_bits(image).convert("RGB")
+            # Every viewer shows a photo turned as its EXIF orientation says;
+            # the maps and masks must match what the user sees.
+            rgb = _eight_bits(ImageOps.exif_transpose(image)).convert("RGB")
     except UnidentifiedImageError:
         raise ValueError(f"cannot read image {path}: not an image format Pillow knows") from None
     except Image.DecompressionBombError as error:
@@ -75,6 +81,27 @@ def _decode(stream: IO[bytes], path: str) -> Tensor:
         raise ValueError(f"cannot read image {path}: {error}") from None
     data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(H, W)`` of the tensor :func:`read_image` returns, from the file's header
+    (the EXIF orientation applied), without decoding the pixels.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: When it is not a regular file or not an image Pillow knows.
+    """
+    from PIL import Image
+
+    with open_regular(path, "image file") as stream:
+        try:
+            with Image.open(stream) as image:
+                width, height = image.size
+                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise ValueError(f"cannot read image {os.fspath(path)}: {error}") from None
+    # Orientations 5 to 8 turn the picture by a quarter turn.
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _eight_bits(image: Image.Image) -> Image.Image:

@@ -160,6 +160,8 @@ def run_mask_job(spec: MaskJobSpec, prepare: Callable[[torch.device], Prepared])
                 f"{', '.join(changed)}); refusing to mix them: rerun with the same options "
                 "and inputs to resume, or choose another --out"
             )
+        if previous is None:
+            _refuse_foreign_outputs(out, jobs, spec.save_cams)
         release_reserve = None
         if rank == 0:
             for folder in _output_folders(out, jobs):
@@ -332,6 +334,7 @@ def _gather(counts: RunCounts, world_size: int) -> RunCounts:
         total.seconds = max(total.seconds, part.seconds)
         total.peak_gpu_bytes = max(total.peak_gpu_bytes, part.peak_gpu_bytes)
         total.stopped = total.stopped or part.stopped
+        total.recomputed += part.recomputed
     return total
 
 
@@ -398,10 +401,28 @@ def _write_manifest(
         )
         if totals.stopped is not None:
             manifest.update(status="stopped", error=totals.stopped)
+        if totals.recomputed:
+            manifest["recomputed_broken"] = totals.recomputed
         if totals.peak_gpu_bytes:
             manifest["peak_gpu_memory_mib"] = round(totals.peak_gpu_bytes / 2**20, 1)
     with atomic_write(out / MANIFEST) as stream:
         stream.write((json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def _refuse_foreign_outputs(out: Path, jobs: Sequence[MaskJob], save_cams: bool) -> None:
+    """Without a manifest no file in ``out`` is the run's own: one at an output's
+    name would be taken for a finished mask, or replaced."""
+    paths = [mask_path(out, job) for job in jobs]
+    if save_cams:
+        paths += [cams_path(out, job) for job in jobs]
+    there = [path for path in paths if os.path.lexists(path)]
+    if there:
+        more = f" (and {len(there) - 1} more)" if len(there) > 1 else ""
+        raise UserError(
+            f"{out} already holds {there[0]}{more} but no {MANIFEST}, so this command did "
+            "not write it; refusing to take it for a finished mask or replace it: choose "
+            "another --out"
+        )
 
 
 def _take_lock(held: ExitStack, out: Path) -> None:
@@ -467,9 +488,10 @@ def _report(
     if totals.stopped is not None:
         return  # the caller's one-line error says the rest
     rate = totals.written / totals.seconds if totals.seconds > 0 else 0.0
+    recomputed = f" ({totals.recomputed} of them broken, made again)" if totals.recomputed else ""
     print(
-        f"{log_name}: {images} images: {totals.written} written, {totals.skipped} already "
-        f"done, {len(failures)} failed; {rate:.1f} images/s on {world_size} process"
+        f"{log_name}: {images} images: {totals.written} written{recomputed}, {totals.skipped} "
+        f"already done, {len(failures)} failed; {rate:.1f} images/s on {world_size} process"
         f"{'es' if world_size > 1 else ''} -> {out}",
         file=sys.stderr,
     )
