@@ -28,7 +28,7 @@ from captum_shallow.visualization import (
 from captum_shallow.visualization._explorer import cam_settings, explorer_for
 
 from ._errors import CLIError
-from ._files import make_folder, write_arrays, write_figure
+from ._files import check_replaceable, make_folder, write_arrays, write_figure
 from ._options import (
     add_cam_options,
     add_model_options,
@@ -121,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
     names, layers = resolve_layer_spec(loaded.model, args.layers)
     cam = build_shallowcam(args, loaded.model, layers)
     stems = _output_stems(args.images)
+    _check_outputs(args, stems)
     scaling = display_scaling(cam.fusion, len(layers))
     method = cam.method
     truncated = describe_truncation(cam.truncations[0])
@@ -188,6 +189,20 @@ def run(args: argparse.Namespace) -> int:
         written = report.save(folder / REPORT_NAME)  # a WriteError is one line already
         print(f"{len(explained)} images -> {written}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, stems: Sequence[str]) -> None:
+    """Before any work: no output may land on an input of the run, or on a file
+    that the package did not write."""
+    out = Path(args.out)
+    names = [stem + FIGURE_SUFFIX for stem in stems]
+    if args.save_maps:
+        names += [stem + MAPS_SUFFIX for stem in stems]
+    if args.html:
+        names.append(REPORT_NAME)
+    inputs = [*args.images, *([args.weights] if args.weights else [])]
+    for name in names:
+        check_replaceable(out / name, inputs)
 
 
 def _size(attribution: Tensor) -> str:
