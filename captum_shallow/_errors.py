@@ -31,6 +31,31 @@ class WriteError(UserError, OSError):
         return f"cannot write {self.filename}: {self.strerror}"
 
 
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal that asks a program to end: Ctrl-C's ``SIGINT``,
+    or a cluster scheduler's ``SIGTERM``, ``SIGHUP``, ``SIGUSR1``, ``SIGUSR2`` or
+    ``SIGXCPU``.
+
+    It is a :class:`KeyboardInterrupt`, so cleanup written for Ctrl-C (temporary
+    files removed, a manifest marked interrupted) runs for every such signal;
+    ``signum`` says which one (the exit status is ``128 + signum``).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    """``"SIGTERM"`` for 15, ``"signal 99"`` for a number without a name."""
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 class MissingDependencyError(ImportError):
     """An optional package is not installed; the message names the extra to install."""
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -389,7 +391,7 @@ def test_explain_never_overwrites_its_own_inputs(
     argv = _explain_argv(resnet5, str(folder / "a.png"), str(folder / "a.cam.png"))
     message = _one_line_error(capsys, [*argv, "--out", str(folder)])
     assert message == (
-        f"explain would write {folder / 'a.cam.png'}, which is an input of this run; "
+        f"{folder / 'a.cam.png'} is an input of this run; refusing to overwrite it: "
         "choose another --out"
     )
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
@@ -416,3 +418,85 @@ def test_explain_overwrites_only_the_files_it_wrote(
         )
         assert (out / name).read_bytes() == b"the user's own file"
         (out / name).write_bytes(kept)
+
+
+# --- signals a scheduler sends ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1])
+def test_a_scheduler_signal_leaves_a_true_manifest_and_the_run_resumes(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    signum: int,
+) -> None:
+    import captum_shallow.segmentation._runner as runner
+
+    real = runner.run_masks
+
+    def signalled_after_one(run: Any, jobs: Any, **kwargs: Any) -> Any:
+        real(run, jobs[:1], **kwargs)
+        os.kill(os.getpid(), signum)
+        raise AssertionError("the signal did not stop the run")
+
+    monkeypatch.setattr(runner, "run_masks", signalled_after_one)
+    out = tmp_path / "out"
+    name = signal.Signals(signum).name
+    assert main(_masks_argv(dataset, out)) == 128 + signum
+    assert capsys.readouterr().err.splitlines()[-1] == f"captum-shallow: interrupted by {name}"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["status"], manifest["error"]) == (
+        "interrupted",
+        f"interrupted ({name}); rerun the same command to resume",
+    )
+    assert _mask_names(out) == ["a.png"]
+    assert not [path for path in out.rglob(".*") if path.is_file()]  # no temporary, no lock
+    assert signal.getsignal(signum) == signal.SIG_DFL  # main() put the handlers back
+
+    monkeypatch.undo()
+    assert main(_masks_argv(dataset, out)) == 0
+    assert _mask_names(out) == ["a.png", "b.png", "c.png"]
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+# --- torchrun: every rank stops with the same one line ----------------------------------------
+
+
+def test_torchrun_ranks_agree_on_one_line_before_any_collective_call(
+    dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen(
+        [
+            sys.executable, "-c",
+            "import sys\nfrom captum_shallow.io._atomic import folder_lock\n"
+            f"with folder_lock({str(out)!r}):\n    print('locked', flush=True)\n"
+            "    sys.stdin.read()\n",
+        ],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        launcher = ["-m", "torch.distributed.run", "--nproc_per_node=2",
+                    "--master_addr=127.0.0.1", f"--master_port={port}"]  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, *launcher, "-m", "captum_shallow", *_masks_argv(dataset, out)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in result.stderr.splitlines() if "captum-shallow: error:" in line]
+    assert result.returncode != 0
+    assert len(errors) == 2, result.stderr
+    assert errors[0] == errors[1]
+    assert f"is in use by another run (process {holder.pid}" in errors[0]
+    for symptom in ("Connection closed", "DistBackendError", "gloo", "RuntimeError"):
+        assert symptom not in result.stderr

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
@@ -35,7 +36,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .. import __version__
-from .._errors import UserError, one_line
+from .._errors import UserError, one_line, signal_name
 from ..io._atomic import (
     FolderLockedError,
     atomic_write,
@@ -70,8 +71,17 @@ FAILURES = "failures.txt"
 REPORT_RESERVE_BASE = 64 * 1024
 REPORT_RESERVE_PER_IMAGE = 256
 REPORT_RESERVE_MAX = 16 * 2**20
-#: The manifest's note after Ctrl-C (the masks written so far are complete).
-INTERRUPTED = "interrupted (Ctrl-C); rerun the same command to resume"
+
+
+def interrupted_note(signum: int) -> str:
+    """The manifest's note after signal ``signum`` stopped a run (the masks written
+    so far are complete)."""
+    how = "Ctrl-C" if signum == signal.SIGINT else signal_name(signum)
+    return f"interrupted ({how}); rerun the same command to resume"
+
+
+#: The manifest's note after Ctrl-C.
+INTERRUPTED = interrupted_note(signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -143,32 +153,17 @@ def run_mask_job(spec: MaskJobSpec, prepare: Callable[[torch.device], Prepared])
     jobs = list(spec.jobs)
     check_output_paths(spec.out, jobs, spec.save_cams)
     with _process_group(spec.device) as (rank, world_size, device), ExitStack() as held:
-        prepared = prepare(device)
+        try:
+            prepared, out, release_reserve = _set_up(
+                spec, jobs, prepare, held, rank, world_size, device
+            )
+            error = None
+        except UserError as caught:
+            error = caught
+        # Every rank stops with the same line, or none does, before any other
+        # collective call: a rank that left alone would break the others' calls.
+        _agree(world_size, error)
         config = prepared.config
-        out = make_folder(spec.out)
-        if rank == 0:
-            _take_lock(held, out)
-        previous = _read_manifest(out)
-        if previous is not None and previous["config"] != config:
-            changed = sorted(
-                key
-                for key in set(config) | set(previous["config"])
-                if config.get(key) != previous["config"].get(key)
-            )
-            raise UserError(
-                f"{out} holds masks made with other options or inputs (changed: "
-                f"{', '.join(changed)}); refusing to mix them: rerun with the same options "
-                "and inputs to resume, or choose another --out"
-            )
-        if previous is None:
-            _refuse_foreign_outputs(out, jobs, spec.save_cams)
-        release_reserve = None
-        if rank == 0:
-            for folder in _output_folders(out, jobs):
-                remove_temporaries(folder)
-            release_reserve = _reserve_report_space(held, out, len(jobs))
-            _write_manifest(out, config, world_size, None, len(jobs))
-        _barrier(world_size)
 
         mask_run = MaskRun(
             cam_fn=prepared.cam_fn,
@@ -197,10 +192,11 @@ def run_mask_job(spec: MaskJobSpec, prepare: Callable[[torch.device], Prepared])
                     progress=bar.update,
                     log=lambda line: bar.write(f"{spec.log_name}: {line}", file=sys.stderr),
                 )
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as error:
                 if rank == 0:  # the manifest must not say "running" after Ctrl-C
+                    note = interrupted_note(getattr(error, "signum", signal.SIGINT))
                     with suppress(UserError):
-                        _write_manifest(out, config, world_size, None, len(jobs), INTERRUPTED)
+                        _write_manifest(out, config, world_size, None, len(jobs), note)
                 raise
         totals = _gather(counts, world_size)
         stop = None
@@ -209,17 +205,74 @@ def run_mask_job(spec: MaskJobSpec, prepare: Callable[[torch.device], Prepared])
                 f"{totals.stopped}: the disk holding {out} is full; free space, then rerun "
                 "the same command to resume"
             )
+        unreported = None
         if release_reserve is not None:
             release_reserve()  # a full disk still has room for the report
             try:
                 _report(out, config, world_size, totals, len(jobs), spec.log_name)
             except UserError as error:
                 if stop is None:
-                    raise
-                stop += f" ({error}: the manifest still says running)"
-        if stop is not None:
-            raise UserError(stop)
+                    unreported = error
+                else:
+                    stop += f" ({error}: the manifest still says running)"
+        _agree(world_size, UserError(stop) if stop is not None else unreported)
     return totals
+
+
+def _set_up(
+    spec: MaskJobSpec,
+    jobs: list[MaskJob],
+    prepare: Callable[[torch.device], Prepared],
+    held: ExitStack,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> tuple[Prepared, Path, Callable[[], None] | None]:
+    """Everything before the work: the model, the folder, and on rank 0 the lock,
+    the resume check, the cleanup of a killed run's leftovers, the report's
+    reserve and the manifest. Raises UserError for anything the user can fix."""
+    prepared = prepare(device)
+    config = prepared.config
+    out = make_folder(spec.out)
+    if rank != 0:
+        return prepared, out, None
+    _take_lock(held, out)
+    previous = _read_manifest(out)
+    if previous is not None and previous["config"] != config:
+        changed = sorted(
+            key
+            for key in set(config) | set(previous["config"])
+            if config.get(key) != previous["config"].get(key)
+        )
+        raise UserError(
+            f"{out} holds masks made with other options or inputs (changed: "
+            f"{', '.join(changed)}); refusing to mix them: rerun with the same options "
+            "and inputs to resume, or choose another --out"
+        )
+    if previous is None:
+        _refuse_foreign_outputs(out, jobs, spec.save_cams)
+    for folder in _output_folders(out, jobs):
+        remove_temporaries(folder)
+    release_reserve = _reserve_report_space(held, out, len(jobs))
+    _write_manifest(out, config, world_size, None, len(jobs))
+    return prepared, out, release_reserve
+
+
+def _agree(world_size: int, error: UserError | None) -> None:
+    """Raise on every rank the first rank's error, if any rank has one.
+
+    With one process, raise ``error`` itself. Under ``torchrun`` it is a
+    collective call: every rank must reach it.
+    """
+    if world_size <= 1:
+        if error is not None:
+            raise error
+        return
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, None if error is None else str(error))
+    first = next((message for message in everyone if message is not None), None)
+    if first is not None:
+        raise UserError(first)
 
 
 def check_out_outside_root(out: str | os.PathLike[str], root: str | os.PathLike[str]) -> None:
@@ -313,11 +366,6 @@ def _process_group(device: torch.device) -> Iterator[tuple[int, int, torch.devic
         dist.barrier()
     finally:
         dist.destroy_process_group()
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        dist.barrier()
 
 
 def _gather(counts: RunCounts, world_size: int) -> RunCounts:
