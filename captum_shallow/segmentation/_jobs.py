@@ -12,8 +12,10 @@ image-level labels. Two sources:
 
 The labels file is CSV (UTF-8, with or without a byte-order mark) with a
 header ``image,classes``: ``image`` is a path relative to the root (for VOC, an
-image id), ``classes`` the image's class names separated by spaces (empty:
-background only). A folder's class names are one per line in a classes file
+image id), ``classes`` the image's class names separated by spaces, or by
+semicolons (empty: background only); a class name may itself contain spaces
+("traffic light"): it is matched whole, the longest known name first. A
+folder's class names are one per line in a classes file
 (``<root>/classes.txt`` by default), in the classifier's output order: class
 ``c`` is mask label ``c + 1``.
 
@@ -80,7 +82,10 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
         lines = read_text(path, "classes file").splitlines()
     except FileNotFoundError as error:
         raise ValueError(str(error)) from None
-    names = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    # Runs of spaces inside a name are one space, as in a labels file's cell.
+    names = tuple(
+        " ".join(line.split()) for line in lines if line.strip() and not line.startswith("#")
+    )
     if not names:
         raise ValueError(f"classes file {path} names no class")
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -120,17 +125,41 @@ def read_labels_file(
             continue
         if len(row) != 2 or not row[0].strip():
             raise ValueError(f"{path}, line {line}: expected 'image,class class ...'")
-        image, names = row[0].strip(), row[1].split()
-        unknown = [name for name in names if name not in index]
-        if unknown:
+        image = row[0].strip()
+        names, unknown = _split_class_names(row[1], index)
+        if unknown is not None:
             raise ValueError(
-                f"{path}, line {line}: unknown class {unknown[0]!r} "
+                f"{path}, line {line}: unknown class {unknown!r} "
                 f"(the classes are {', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})"
             )
         if image in labels:
             raise ValueError(f"{path}, line {line}: image {image!r} is listed twice")
         labels[image] = tuple(sorted({index[name] for name in names}))
     return labels
+
+
+def _split_class_names(cell: str, index: dict[str, int]) -> tuple[list[str], str | None]:
+    """The class names of a labels cell, and the first unknown one (or None).
+
+    Names are separated by semicolons when the cell holds one, else by spaces;
+    a name that itself contains spaces ("traffic light") is matched whole, the
+    longest known name first.
+    """
+    if ";" in cell:
+        names = [" ".join(name.split()) for name in cell.split(";") if name.strip()]
+        unknown = next((name for name in names if name not in index), None)
+        return names, unknown
+    words, names, start = cell.split(), [], 0
+    while start < len(words):
+        for end in range(len(words), start, -1):
+            name = " ".join(words[start:end])
+            if name in index:
+                names.append(name)
+                start = end
+                break
+        else:
+            return names, words[start]
+    return names, None
 
 
 def voc_jobs(
