@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: ImageNet's per-channel mean and standard deviation, :func:`preprocess`'s default.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: How far outside [0, 1] a floating-point image may reach (a resampled image
+#: overshoots a little); farther means 0..255 floats or a normalised image.
+FLOAT_MARGIN = 0.05
 #: The EXIF tag of a photo's orientation (1: as stored; 2 to 8: mirrored or turned).
 _EXIF_ORIENTATION = 0x0112
 
@@ -60,7 +63,11 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         (torch.Size([3, 4, 5]), torch.uint8, 7)
     """
     path = os.fspath(path)
-    with open_regular(path, "image file") as stream:
+    try:
+        stream = open_regular(path, "image")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such image file: {path}") from None
+    with stream:
         return _decode(stream, path)
 
 
@@ -93,7 +100,7 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """
     from PIL import Image
 
-    with open_regular(path, "image file") as stream:
+    with open_regular(path, "image") as stream:
         try:
             with Image.open(stream) as image:
                 width, height = image.size
@@ -145,6 +152,8 @@ def preprocess(
     Args:
         image (Tensor): (3, H, W) or a batch (N, 3, H, W); ``uint8`` in
             [0, 255] or floating point in [0, 1]. One channel is repeated to three.
+            Floats outside [-0.05, 1.05] (0..255 floats, or an image normalised
+            already) are refused rather than guessed.
         size (int or tuple[int, int], optional): Output (height, width), or one
             number for a square.
             Default: 224
@@ -156,6 +165,9 @@ def preprocess(
     Returns:
         Tensor: ``float32`` tensor of shape (3, h, w), or (N, 3, h, w) for a batch,
         on the image's device.
+
+    Raises:
+        ValueError: For a wrong shape, or floating-point values outside [0, 1].
 
     Examples::
 
@@ -169,6 +181,14 @@ def preprocess(
             f"expected an image of shape (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}"
         )
     batch = image if image.ndim == 4 else image.unsqueeze(0)
+    if batch.is_floating_point() and batch.numel():
+        low, high = (float(v) for v in torch.aminmax(batch.detach().float()))
+        if low < -FLOAT_MARGIN or high > 1 + FLOAT_MARGIN:
+            raise ValueError(
+                f"a floating-point image with values in [{low:.4g}, {high:.4g}]; preprocess "
+                "takes floats in [0, 1] or uint8 in [0, 255]: divide 0..255 floats by 255 "
+                "(an image normalised already goes to the model as it is)"
+            )
     pixels = batch.float() / 255 if not batch.is_floating_point() else batch.float()
     pixels = pixels.expand(-1, 3, -1, -1)
     height, width = (size, size) if isinstance(size, int) else size

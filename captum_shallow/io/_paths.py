@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 _KINDS = (
-    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISSOCK, "a socket"),
     (stat.S_ISCHR, "a character device"),
@@ -83,11 +83,13 @@ def open_regular(path: str | os.PathLike[str], what: str = "file") -> IO[bytes]:
     except FileNotFoundError:
         raise FileNotFoundError(f"no such {what}: {name}") from None
     except IsADirectoryError:
-        raise ValueError(f"cannot read {what} {name}: it is a folder, not a regular file") from None
+        raise ValueError(f"cannot read {what} {name}: it is a directory") from None
     except OSError as error:
         raise ValueError(f"cannot read {what} {name}: {error.strerror or error}") from None
     try:
         mode = os.fstat(handle).st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"cannot read {what} {name}: it is a directory")
         if not stat.S_ISREG(mode):
             raise ValueError(
                 f"cannot read {what} {name}: it is {file_kind(mode)}, not a regular file"
