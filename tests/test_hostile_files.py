@@ -31,11 +31,14 @@ from test_bad_inputs import (
     dataset,
     resnet5,
 )
+from torchvision.models import resnet18
 
+from captum_shallow import LayerCAM, ShallowCAM
 from captum_shallow.cli import main
-from captum_shallow.io import atomic_write, read_image
+from captum_shallow.io import atomic_write, preprocess, read_image
 from captum_shallow.io._atomic import LOCK_NAME
 from captum_shallow.io._label_png import read_label_png, write_label_png
+from captum_shallow.segmentation._jobs import read_class_names, read_labels_file
 
 __all__ = ["dataset", "resnet5"]  # the fixtures, imported
 
@@ -157,7 +160,7 @@ def test_a_fifo_is_not_an_image_for_the_api_or_explain(
     tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str], no_hang: None
 ) -> None:
     fifo = _fifo(tmp_path / "photo.png")
-    expected = f"cannot read image file {fifo}: it is a FIFO (named pipe), not a regular file"
+    expected = f"cannot read image {fifo}: it is a FIFO (named pipe), not a regular file"
     with pytest.raises(ValueError, match="^" + expected.replace("(", r"\(").replace(")", r"\)")):
         read_image(fifo)
     with pytest.raises(ValueError, match=r"label image .*: it is a FIFO \(named pipe\)"):
@@ -175,7 +178,7 @@ def test_pseudo_masks_counts_a_fifo_image_as_failed_and_refuses_fifo_lists(
     assert main(_masks_argv(dataset, out)) == 1
     assert _mask_names(out) == ["a.png", "c.png"]
     assert (out / "failures.txt").read_text() == (
-        f"{dataset / 'b.png'}\tcannot read image file {dataset / 'b.png'}: it is a FIFO "
+        f"{dataset / 'b.png'}\tcannot read image {dataset / 'b.png'}: it is a FIFO "
         "(named pipe), not a regular file\n"
     )
     capsys.readouterr()
@@ -500,3 +503,78 @@ def test_torchrun_ranks_agree_on_one_line_before_any_collective_call(
     assert f"is in use by another run (process {holder.pid}" in errors[0]
     for symptom in ("Connection closed", "DistBackendError", "gloo", "RuntimeError"):
         assert symptom not in result.stderr
+
+
+# --- class names with spaces ------------------------------------------------------------
+
+
+def test_class_names_with_spaces_in_classes_and_labels_files(tmp_path: Path) -> None:
+    (tmp_path / "classes.txt").write_text("traffic light\nperson\nfire  hydrant\ntraffic\n")
+    assert read_class_names(tmp_path / "classes.txt") == (
+        "traffic light", "person", "fire hydrant", "traffic",
+    )  # fmt: skip
+    classes = read_class_names(tmp_path / "classes.txt")
+    (tmp_path / "labels.csv").write_text(
+        "image,classes\na.png,traffic light person\nb.png,fire hydrant; traffic\n"
+        "c.png,traffic person\nd.png,\n"
+    )
+    assert read_labels_file(tmp_path / "labels.csv", classes) == {
+        "a.png": (0, 1), "b.png": (2, 3), "c.png": (1, 3), "d.png": (),
+    }  # fmt: skip
+    (tmp_path / "labels.csv").write_text("image,classes\na.png,traffic lights\n")
+    with pytest.raises(ValueError, match=r"line 2: unknown class 'lights'"):
+        read_labels_file(tmp_path / "labels.csv", classes)
+
+
+def test_evaluate_masks_prints_class_names_with_spaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("pred", "gt"):
+        (tmp_path / folder).mkdir()
+        with open(tmp_path / folder / "m.png", "wb") as stream:
+            write_label_png(stream, np.array([[0, 1], [1, 1]], dtype=np.uint8))
+    (tmp_path / "classes.txt").write_text("traffic light\n")
+    argv = ["evaluate-masks", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+            "--classes", str(tmp_path / "classes.txt")]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[2] == "traffic light   100.00"
+
+
+# --- tensors of another dtype or range, a model left in train mode --------------------------
+
+
+def test_preprocess_refuses_floats_outside_0_1_and_reads_uint8() -> None:
+    photo = (torch.arange(192) * 4 % 256).to(torch.uint8).view(3, 8, 8)  # 0 to 252
+    assert torch.equal(preprocess(photo, 8), preprocess(photo.float() / 255, 8))
+    with pytest.raises(ValueError, match=r"^a floating-point image with values in \[0, 255\]"):
+        preprocess(torch.full((3, 8, 8), 255.0).index_fill_(1, torch.tensor([0]), 0.0), 8)
+    with pytest.raises(ValueError, match=r"values in \[-2\.118, 2\.588\]"):
+        preprocess(preprocess(photo, 8))  # normalised twice
+    assert preprocess(torch.full((3, 8, 8), 1.04), 8).shape == (3, 8, 8)  # overshoot is fine
+
+
+def test_attribute_refuses_an_integer_image_with_the_fix() -> None:
+    model = resnet18(num_classes=5).eval()
+    cam = LayerCAM(model, model.layer2)
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"^inputs\[0\] is a \(2, 3, 32, 32\) torch\.uint8 image; "):
+        cam.attribute(images, target=1)
+    with pytest.raises(TypeError, match=r"pass preprocess\(image\)"):
+        ShallowCAM(model, [model.layer1, model.layer2]).attribute(images, target=1)
+
+
+def test_attribute_on_a_model_in_train_mode_leaves_its_statistics_and_mode_alone() -> None:
+    torch.manual_seed(0)
+    model = resnet18(num_classes=5)
+    images = torch.rand(2, 3, 32, 32)
+    expected = LayerCAM(model.eval(), model.layer2).attribute(images, target=1)
+    model.train()
+    model.layer1.eval()  # a mixed state, put back exactly
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    maps = LayerCAM(model, model.layer2).attribute(images, target=1)
+    torch.testing.assert_close(maps, expected)  # eval-mode maps: running statistics
+    fused = ShallowCAM(model, [model.layer1, model.layer2]).attribute(images, target=1)
+    assert fused.shape == (2, 1, 8, 8)
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # num_batches too
+    assert [model.training, model.layer1.training, model.layer2.training] == [True, False, True]
