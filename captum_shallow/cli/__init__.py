@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from types import FrameType, ModuleType
 
 from captum_shallow import __version__
-from captum_shallow._errors import Interrupted, signal_name
+from captum_shallow._errors import Interrupted, one_line, signal_name
 
 from . import _demo, _evaluate_masks, _explain, _pseudo_masks
 from ._errors import CLIError
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse's own usage errors, --help, --version
         return exit_.code if isinstance(exit_.code, int) else 2
     except CLIError as error:
-        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return CLIError.exit_code
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._errors import one_line
 from ..datasets._voc import VOC_CLASSES
 from ..io._paths import check_plain_name, read_text
 
@@ -270,4 +271,4 @@ def folder_jobs(
 def _reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return " ".join(str(error).split()) or type(error).__name__
+    return one_line(error)

@@ -275,7 +275,7 @@ class _JobDataset(Dataset[dict[str, Any]]):
             if bad:
                 raise ValueError(f"class {bad[0]} is outside the model's {self.num_classes}")
         except Exception as error:  # one bad file must not end a 10k-image run
-            item["error"] = " ".join(str(error).split()) or type(error).__name__
+            item["error"] = one_line(error)
             return item
         multi_hot = torch.zeros(self.num_classes)
         multi_hot[list(labels)] = 1.0
@@ -399,7 +399,7 @@ def _image_maps(
         pairs, maps = present_class_maps(cam_fn, inputs, labels, batch_size=slots)
     except ValueError as error:  # e.g. ShallowCAM refusing a non-finite map
         if inputs.shape[0] == 1:
-            return [" ".join(str(error).split())]
+            return [one_line(error)]
         # A pass fails as a whole. Every pass has the same fixed shape, so an
         # image alone gets the same bits: redo image by image, and only the
         # image at fault fails.
