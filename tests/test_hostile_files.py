@@ -578,3 +578,18 @@ def test_attribute_on_a_model_in_train_mode_leaves_its_statistics_and_mode_alone
     after = model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)  # num_batches too
     assert [model.training, model.layer1.training, model.layer2.training] == [True, False, True]
+
+
+def test_explain_refuses_an_output_name_over_the_limit_before_any_work(
+    tmp_path: Path, resnet5: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = tmp_path / ("n" * 247 + ".png")  # fits; "<stem>.cam.png" (255 bytes) fits too
+    Image.fromarray(np.full((16, 16, 3), 30, dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    message = _one_line_error(capsys, [*_explain_argv(resnet5, str(image), "--save-maps"),
+                                       "--out", str(out)])  # fmt: skip
+    assert message == (
+        f"the output name {'n' * 247}.maps.npz is 256 bytes, over the file system's limit of "
+        "255; give the image a shorter name (its stem names the outputs)"
+    )
+    assert not out.exists()

@@ -9,6 +9,7 @@ written atomically (the page last, once every image is explained).
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -201,8 +202,26 @@ def _check_outputs(args: argparse.Namespace, stems: Sequence[str]) -> None:
     if args.html:
         names.append(REPORT_NAME)
     inputs = [*args.images, *([args.weights] if args.weights else [])]
+    limit = _name_limit(out)
     for name in names:
+        size = len(os.fsencode(name))
+        if size > limit:
+            raise CLIError(
+                f"the output name {name} is {size} bytes, over the file system's limit of "
+                f"{limit}; give the image a shorter name (its stem names the outputs)"
+            )
         check_replaceable(out / name, inputs)
+
+
+def _name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, that the disk holding ``folder`` takes."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def _size(attribution: Tensor) -> str:
