@@ -18,7 +18,7 @@ from torch import nn
 
 import captum_shallow
 from captum_shallow import GradientTruncation, ShallowCAM, task_defaults
-from captum_shallow._errors import unknown_name
+from captum_shallow._errors import one_line, unknown_name
 from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, Fusion
 from captum_shallow.attribution._defaults import TASKS
 from captum_shallow.datasets import class_index, output_class_names
@@ -480,21 +480,6 @@ def describe_truncation(truncation: GradientTruncation | None) -> str:
         str: E.g. ``"soft:quantile=0.99"`` or ``"no truncation"``.
     """
     return "no truncation" if truncation is None else str(truncation)
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line, for a :class:`CLIError`.
-
-    Args:
-        error (BaseException): The exception.
-
-    Returns:
-        str: Its message with runs of whitespace (newlines too) made one space.
-    """
-    text = " ".join(str(error).split())
-    if isinstance(error, KeyError) and text.startswith("'"):
-        text = text.strip("'")
-    return text or type(error).__name__
 
 
 def positive_int(text: str) -> int:
