@@ -3,6 +3,7 @@ truncating the positive gradient, as Captum layer attributions."""
 
 from .attribution import (
     DEFAULT_TRUNCATION,
+    CAMBase,
     GradientTruncation,
     LayerCAM,
     LayerGradCam,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_TRUNCATION",
+    "CAMBase",
     "GradientTruncation",
     "LayerCAM",
     "LayerGradCam",

@@ -169,7 +169,11 @@ def test_repr(net: ThreeStageNet) -> None:
     [
         ({"fusion": "median"}, ValueError, "fusion must be one of"),
         ({"gamma": 0.0}, ValueError, "gamma must be positive"),
-        ({"method": nn.Conv2d}, TypeError, "method must be one of captum_shallow's CAM classes"),
+        (
+            {"method": nn.Conv2d},
+            TypeError,
+            "method must be a CAM class, a subclass of captum_shallow.CAMBase",
+        ),
         ({"truncation": [None]}, ValueError, "got 1 truncations for 3 layers"),
         ({"truncation": "soft"}, TypeError, "truncation must be a GradientTruncation"),
     ],

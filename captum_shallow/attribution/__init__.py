@@ -3,6 +3,7 @@
 defaults per task."""
 
 from ._cams import (
+    CAMBase,
     LayerCAM,
     LayerGradCam,
     LayerGradCamPlusPlus,
@@ -24,6 +25,7 @@ __all__ = [
     "DEFAULT_FUSION",
     "DEFAULT_TRUNCATION",
     "TASK_DEFAULTS",
+    "CAMBase",
     "Fusion",
     "GradientTruncation",
     "LayerCAM",

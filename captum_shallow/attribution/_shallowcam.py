@@ -21,7 +21,7 @@ from torch.nn import Module
 
 from .._modules import layer_name
 from ..models import layer_preset, resolve_layers
-from ._cams import LayerCAM, _TruncatedLayerCAM
+from ._cams import CAMBase, LayerCAM
 from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations
@@ -92,7 +92,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             forward pass (hook blocks, not reused activation modules).
         method (type, optional): The CAM class whose weighting rule is used:
             :class:`LayerCAM`, :class:`LayerGradCam`, :class:`LayerHiResCam`,
-            :class:`LayerGradCamPlusPlus` or :class:`LayerXGradCam`.
+            :class:`LayerGradCamPlusPlus`, :class:`LayerXGradCam` or any other
+            subclass of :class:`~captum_shallow.CAMBase`.
             Default: :class:`LayerCAM`
         truncation (GradientTruncation, sequence or None, optional): One
             truncation for all layers, one per layer, or None to turn the
@@ -140,7 +141,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         self,
         forward_func: Callable[..., Tensor],
         layers: Sequence[Module],
-        method: type[_TruncatedLayerCAM] = LayerCAM,
+        method: type[CAMBase] = LayerCAM,
         truncation: (
             GradientTruncation | Sequence[GradientTruncation | None] | _TaskDefault | None
         ) = _TASK_DEFAULT,
@@ -176,10 +177,10 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         if isinstance(layers, Module):
             layers = [layers]
         layers = list(layers)
-        if not isinstance(method, type) or not issubclass(method, _TruncatedLayerCAM):
+        if not isinstance(method, type) or not issubclass(method, CAMBase):
             raise TypeError(
-                "method must be one of captum_shallow's CAM classes (e.g. LayerCAM), "
-                f"got {method!r}"
+                "method must be a CAM class, a subclass of captum_shallow.CAMBase (e.g. "
+                f"LayerCAM), got {method!r}"
             )
         per_layer: list[Any] = (
             list(truncation)

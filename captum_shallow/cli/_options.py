@@ -34,7 +34,7 @@ from captum_shallow.models import (
 from ._errors import CLIError
 
 if TYPE_CHECKING:
-    from captum_shallow.attribution._cams import _TruncatedLayerCAM
+    from captum_shallow.attribution._cams import CAMBase
 
 #: ``--method`` names and the CAM classes they select.
 METHODS: dict[str, str] = {
@@ -409,7 +409,7 @@ def resolve_layer_spec(model: nn.Module, spec: str) -> tuple[list[str], list[nn.
         raise CLIError(one_line(error)) from None
 
 
-def cam_method(name: str) -> type[_TruncatedLayerCAM]:
+def cam_method(name: str) -> type[CAMBase]:
     """The CAM class of a ``--method`` name.
 
     Args:
@@ -420,7 +420,7 @@ def cam_method(name: str) -> type[_TruncatedLayerCAM]:
     """
     if name not in METHODS:
         raise CLIError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    cls: type[_TruncatedLayerCAM] = getattr(captum_shallow, METHODS[name])
+    cls: type[CAMBase] = getattr(captum_shallow, METHODS[name])
     return cls
 
 
