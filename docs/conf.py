@@ -156,9 +156,9 @@ def _data_docstring(
     """Document a re-exported constant by its ``#:`` comment, never by its type's docstring.
 
     autodoc reads ``#:`` comments only in the module named in the directive; for
-    ``captum_shallow.DEFAULT_TRUNCATION`` (defined in ``captum_shallow.fusion``)
-    it would fall back to the docstring of ``GradientTruncation``, of ``tuple``
-    or of ``dict``.
+    ``captum_shallow.datasets.SAMPLE_PHOTOS`` (defined in
+    ``captum_shallow.datasets._photos``) it would fall back to the docstring of
+    ``dict``, of ``tuple`` or of the value's class.
     """
     if what != "data":
         return

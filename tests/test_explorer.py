@@ -330,6 +330,7 @@ def test_bad_arguments_are_clear_errors(
         small_explorer.fragment('x" onload="alert(1)')
 
 
+@pytest.mark.slow
 def test_explain_html_writes_one_page_of_every_image(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -266,6 +266,7 @@ def test_folder_dataset_with_labels_and_classes_files(tmp_path: Path) -> None:
     assert not c.any()  # no class present: all background, and the run went on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "message"),
     [

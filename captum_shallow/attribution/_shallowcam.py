@@ -22,7 +22,7 @@ from torch.nn import Module
 from .._modules import layer_name
 from ..models import layer_preset, resolve_layers
 from ._cams import CAMBase, LayerCAM
-from ._defaults import TASK_DEFAULTS, Task, task_defaults
+from ._defaults import Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations
 from ._propagation import (
@@ -35,21 +35,6 @@ from ._propagation import (
 )
 from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
-
-#: The truncation for a single shallow layer (the command line's and the tutorials'
-#: default when truncation is asked for): soft, per-sample quantile 0.90. At single
-#: layers it lifts the grid pointing game at every layer of Lite0 and Lite1 and the
-#: pretrained WSSS set's mIoU at every layer; quantile 0.99 localises more but loses
-#: mIoU on the small CNN at every layer (docs/evidence.rst, benchmarks/quality.py).
-DEFAULT_TRUNCATION = GradientTruncation("soft", quantile=0.90)
-
-#: :class:`ShallowCAM`'s fusion for the ``"localisation"`` task (its constructor
-#: default): ``task_defaults("localisation").fusion``.
-DEFAULT_FUSION: Fusion = TASK_DEFAULTS["localisation"].fusion
-
-#: :class:`ShallowCAM`'s truncation for the ``"localisation"`` task (its constructor
-#: default): ``task_defaults("localisation").truncation``.
-DEFAULT_FUSED_TRUNCATION: GradientTruncation | None = TASK_DEFAULTS["localisation"].truncation
 
 
 class _TaskDefault(enum.Enum):

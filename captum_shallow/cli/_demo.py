@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from captum_shallow import DEFAULT_TRUNCATION, LayerCAM, LayerGradCam, ShallowCAM
+from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM, task_defaults
 from captum_shallow.datasets import SAMPLE_PHOTOS, imagenet_classes, sample_photo
 from captum_shallow.io import preprocess
 from captum_shallow.models import available_models, layer_preset, load_model, resolve_layers
@@ -74,8 +74,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--truncation",
         metavar="SPEC",
-        help="gradient truncation of the shallow LayerCAM panel "
-        f"(default: the package's DEFAULT_TRUNCATION, {DEFAULT_TRUNCATION})",
+        help="gradient truncation of the shallow LayerCAM panel (default: the segmentation "
+        f"task's, {task_defaults('segmentation').truncation})",
     )
     parser.add_argument(
         "--out", default=".", metavar="DIR", help=f"folder for {FIGURE_NAME} (default: .)"
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         int: 0.
     """
-    truncation = parse_truncation(args.truncation, default=DEFAULT_TRUNCATION)
+    truncation = parse_truncation(args.truncation, default=task_defaults("segmentation").truncation)
     classes = imagenet_classes()
     target = parse_target(args.target, classes)
     device = parse_device(args.device)

@@ -19,7 +19,7 @@ from torch import nn
 import captum_shallow
 from captum_shallow import GradientTruncation, ShallowCAM, task_defaults
 from captum_shallow._errors import unknown_name
-from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, Fusion
+from captum_shallow.attribution import Fusion
 from captum_shallow.attribution._defaults import TASKS
 from captum_shallow.datasets import class_index, output_class_names
 from captum_shallow.models import (
@@ -425,7 +425,7 @@ def cam_method(name: str) -> type[CAMBase]:
 
 
 def parse_truncation(
-    spec: str | None, default: GradientTruncation | None = DEFAULT_FUSED_TRUNCATION
+    spec: str | None, default: GradientTruncation | None = None
 ) -> GradientTruncation | None:
     """The truncation a ``--truncation`` value names.
 
@@ -433,7 +433,7 @@ def parse_truncation(
         spec (str, optional): E.g. ``"soft:quantile=0.99"`` or ``"none"``; None
             when the option was not given.
         default (GradientTruncation, optional): What None gives.
-            Default: ``DEFAULT_FUSED_TRUNCATION`` (ShallowCAM's default, None)
+            Default: None (no truncation)
 
     Returns:
         GradientTruncation or None: ``None`` for ``"none"``.
