@@ -3,7 +3,7 @@
 
 Exact masks decide; the grids check that a map points at the right object.
 
-Sets (EVALUATION.md):
+Sets (docs/evidence.rst):
 
 - ``wsss-shapes``: the synthetic WSSS set of primitive shapes (64 px, a small CNN
   trained from scratch), fused stages 2-4;

@@ -2,7 +2,7 @@
 
 Same model, layers, batch and device in one process; the methods run
 interleaved, each timed ``--repeats`` times after a warm-up, and the table gives
-medians and the ratios the project promises (EVALUATION.md):
+medians and the ratios the project promises (docs/evidence.rst):
 
 - our truncated LayerCAM / Captum's LayerGradCam on the same shallow block
   (the floor: one forward and the backward down to that block), target <= 1.10;

@@ -160,8 +160,8 @@ def test_truncation_none_turns_the_denoiser_off(net: ThreeStageNet, images: Tens
 
 def test_repr(net: ThreeStageNet) -> None:
     text = repr(ShallowCAM(net, [net.stage1, net.stage3], fusion="mean", gamma=2.0))
-    assert text.startswith("ShallowCAM(layers=['stage1', 'stage3'], method=LayerCAM")
-    assert "fusion='mean', gamma=2.0" in text
+    assert text.startswith("ShallowCAM(layers='stage1, stage3', method='LayerCAM'")
+    assert "fusion='mean', gamma='2'" in text
 
 
 @pytest.mark.parametrize(

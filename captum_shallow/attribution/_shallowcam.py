@@ -369,11 +369,52 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         kwargs.setdefault("reshape", preset.reshape)
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 
+    def settings(self) -> dict[str, str]:
+        """What this ShallowCAM computes, each setting as text: the one description
+        of its settings, which its ``repr``, the explorer's page, the command line's
+        figure captions and the pseudo-mask manifest show.
+
+        Returns:
+            dict[str, str]: ``layers``, ``method``, ``truncation`` (one for every
+            layer, else ``"layer: truncation"`` per layer), ``fusion``, ``gamma``,
+            ``propagation``, ``gates`` and ``task``; a setting that is off reads
+            ``"none"``, a module its dotted name in the model.
+
+        Examples::
+
+            >>> from torchvision.models import resnet18
+            >>> from captum_shallow import GradientTruncation, ShallowCAM
+            >>> model = resnet18()
+            >>> soft = GradientTruncation("soft", quantile=0.9)
+            >>> cam = ShallowCAM(model, [model.layer1, model.layer4], truncation=[soft, None],
+            ...                  fusion="max", gamma=2.0, propagation=None)
+            >>> cam.settings()  # doctest: +NORMALIZE_WHITESPACE
+            {'layers': 'layer1, layer4', 'method': 'LayerCAM',
+             'truncation': 'layer1: soft:quantile=0.9; layer4: none', 'fusion': 'max',
+             'gamma': '2', 'propagation': 'none', 'gates': 'none', 'task': 'localisation'}
+        """
+        model = self.forward_func
+        names = [layer_name(model, layer) for layer in self.layers]
+        truncations = [_text(truncation) for truncation in self.truncations]
+        gates = describe_gates(model, self.gates)
+        return {
+            "layers": ", ".join(names),
+            "method": self.method.__name__,
+            "truncation": truncations[0]
+            if len(set(truncations)) == 1
+            else "; ".join(f"{n}: {t}" for n, t in zip(names, truncations, strict=True)),
+            "fusion": str(self.fusion),
+            "gamma": "none" if self.gamma is None else f"{self.gamma:g}",
+            "propagation": _text(self.propagation),
+            "gates": ", ".join(gates) if isinstance(gates, list) else _text(gates),
+            "task": str(self.task),
+        }
+
     def __repr__(self) -> str:
-        names = [layer_name(self.forward_func, layer) for layer in self.layers]
-        gates = describe_gates(self.forward_func, self.gates)
-        return (
-            f"ShallowCAM(layers={names}, method={self.method.__name__}, "
-            f"truncation={self.truncations}, fusion={self.fusion!r}, gamma={self.gamma}, "
-            f"propagation={self.propagation!r}, gates={gates!r}, task={self.task!r})"
-        )
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+        return f"ShallowCAM({settings})"
+
+
+def _text(value: object) -> str:
+    """A setting as text: None is ``"none"``."""
+    return "none" if value is None else str(value)

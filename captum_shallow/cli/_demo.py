@@ -18,13 +18,11 @@ from captum_shallow.datasets import SAMPLE_PHOTOS, imagenet_classes, sample_phot
 from captum_shallow.io import preprocess
 from captum_shallow.models import available_models, layer_preset, load_model, resolve_layers
 from captum_shallow.visualization import attribution_figure, display_scaling
-from captum_shallow.visualization._explorer import cam_settings
 
 from ._errors import CLIError
 from ._files import make_folder, write_figure
 from ._options import (
     DEFAULT_MODEL,
-    describe_truncation,
     one_line,
     parse_device,
     parse_target,
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     preset = layer_preset(model)
     last, shallow = resolve_layers(model, [preset.last, preset.shallow])
     fused_layers = resolve_layers(model, preset.fusion)
-    truncated = describe_truncation(truncation)
+    truncated = "no truncation" if truncation is None else str(truncation)
     cam = ShallowCAM(model, fused_layers)
     scaling = display_scaling(cam.fusion, len(fused_layers))
     maps = [
@@ -136,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         photo,
         [(f"{args.photo}\n{classes[target]}", None), *zip(titles, maps, strict=True)],
         title=f"{args.model} on '{args.photo}': {label}",
-        caption=settings_caption(cam_settings(cam), "ShallowCAM panel"),
+        caption=settings_caption(cam, "ShallowCAM panel"),
     )
     folder = make_folder(args.out)
     path = write_figure(figure, folder / FIGURE_NAME, dpi=DPI)

@@ -234,22 +234,11 @@ def parse_propagation(spec: str) -> GradientTruncation | str | None:
         raise CLIError(f"invalid --propagation {spec!r}: {one_line(error)}") from None
 
 
-def describe_cam(cam: ShallowCAM) -> dict[str, object]:
-    """The settings a ShallowCAM runs with, as plain values (manifests, captions)."""
-    gates = cam.gates
-    return {
-        "task": cam.task,
-        "truncation": [str(t) if t is not None else None for t in cam.truncations],
-        "fusion": cam.fusion,
-        "propagation": None if cam.propagation is None else str(cam.propagation),
-        "gates": gates if gates is None or isinstance(gates, str) else len(list(gates)),
-    }
-
-
-def settings_caption(settings: dict[str, str], subject: str) -> str:
+def settings_caption(cam: ShallowCAM, subject: str) -> str:
     """A figure's caption: what ``subject``'s maps were computed with, from
-    :func:`~captum_shallow.visualization._explorer.cam_settings` (the propagation
-    changes the layer maps too, not only the fused one)."""
+    :meth:`ShallowCAM.settings` (the propagation changes the layer maps too, not only
+    the fused one)."""
+    settings = cam.settings()
     line = f"{subject}, {settings['task']} task; truncation {settings['truncation']}"
     if settings["propagation"] != "none":
         line += f", propagation {settings['propagation']} at gates={settings['gates']}"
@@ -468,18 +457,6 @@ def parse_target(spec: str, classes: Sequence[str]) -> int | None:
         return class_index(spec, classes)
     except ValueError as error:
         raise CLIError(f"--target: {one_line(error)}") from None
-
-
-def describe_truncation(truncation: GradientTruncation | None) -> str:
-    """A short label of a truncation for titles.
-
-    Args:
-        truncation (GradientTruncation, optional): The truncation.
-
-    Returns:
-        str: E.g. ``"soft:quantile=0.99"`` or ``"no truncation"``.
-    """
-    return "no truncation" if truncation is None else str(truncation)
 
 
 def one_line(error: BaseException) -> str:
