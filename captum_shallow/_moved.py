@@ -29,6 +29,21 @@ def deprecated_alias(
 
     ``aliases`` maps each alias to what to write instead and a function that gives
     its value, so the value is read from its one source when the alias is used.
+
+    Examples::
+
+        >>> import warnings
+        >>> aliases = {"OLD": ("NEW", lambda: 42)}
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     deprecated_alias("package", "OLD", aliases)
+        42
+        >>> print(caught[0].message)
+        package.OLD is deprecated and will be removed in 0.3; write NEW
+        >>> deprecated_alias("package", "OTHER", aliases)
+        Traceback (most recent call last):
+        ...
+        AttributeError: module 'package' has no attribute 'OTHER'
     """
     if name not in aliases:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")

@@ -50,7 +50,6 @@ WITHOUT_EXAMPLES = {
     "captum_shallow._checks",
     "captum_shallow._errors",
     "captum_shallow._modules",
-    "captum_shallow._moved",
     "captum_shallow.attribution._hooks",
     "captum_shallow.attribution._propagation",
     "captum_shallow.attribution._reshape",
