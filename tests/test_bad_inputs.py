@@ -445,6 +445,7 @@ def test_two_images_that_would_write_one_mask_are_refused(
 # --- 6. resume after the labels changed ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "content", "changed"),
     [
@@ -500,6 +501,7 @@ def test_resume_after_the_voc_masks_the_labels_are_read_off_changed_is_refused(
 # --- 7. two runs on one --out --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_out_is_refused_and_a_stale_lock_taken_over(
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -70,16 +70,10 @@ class TaskDefaults:
             raise ValueError(f"TaskDefaults: threshold must lie in [0, 1], got {self.threshold}")
 
 
-#: Each task's defaults, read-only, chosen by the rule in ``benchmarks/quality.py``
-#: (``choose()``) on two WSSS sets (shapes, composite) and the Lite0 and Lite1 grids;
-#: the scores are in ``benchmarks/results/quality_scores.json`` and a test re-applies
-#: the rule to them (docs/evidence.rst). Both fuse by the mean. Segmentation soft-
-#: truncates each layer's gradient at its per-sample 0.90 quantile and keeps only the
-#: positive part of the gradient flowing back through every ReLU-family call made
-#: before the deepest fused layer returns. Localisation soft-truncates at the layers
-#: (median) and at the fused layers deeper than the shallowest (quantile 0.90), which
-#: lifts grid pointing above last-stage Grad-CAM's while keeping its extent.
-#: Thresholds: the best background threshold, averaged over the two WSSS sets.
+#: Each task's defaults, read-only, the one source of ShallowCAM's defaults: chosen
+#: by the rule in ``benchmarks/quality.py`` (``choose()``), whose scores are in
+#: ``benchmarks/results/quality_scores.json`` (a test re-applies the rule to them).
+#: What was measured, and what each choice gains and costs: docs/evidence.rst.
 TASK_DEFAULTS: Mapping[str, TaskDefaults] = MappingProxyType(
     {
         "localisation": TaskDefaults(

@@ -26,7 +26,7 @@ from captum_shallow.visualization import (
     display_scaling,
     explain_images,
 )
-from captum_shallow.visualization._explorer import cam_settings, explorer_for
+from captum_shallow.visualization._explorer import explorer_for
 
 from ._errors import CLIError
 from ._files import check_replaceable, make_folder, write_arrays, write_figure
@@ -34,7 +34,6 @@ from ._options import (
     add_cam_options,
     add_model_options,
     build_shallowcam,
-    describe_truncation,
     load_model_from_args,
     one_line,
     parse_target,
@@ -125,9 +124,8 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args, stems)
     scaling = display_scaling(cam.fusion, len(layers))
     method = cam.method
-    truncated = describe_truncation(cam.truncations[0])
-    settings = cam_settings(cam, loaded.name, loaded.input_size)
-    caption = settings_caption(settings, "All maps: ShallowCAM")
+    truncated = cam.settings()["truncation"]
+    caption = settings_caption(cam, "All maps: ShallowCAM")
     explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1
@@ -185,7 +183,11 @@ def run(args: argparse.Namespace) -> int:
                     raise CLIError(one_line(error)) from None
     if args.html and folder is not None:
         report = explorer_for(
-            cam, explained, names, settings, title=f"captum-shallow explain: {loaded.name}"
+            cam,
+            explained,
+            loaded.name,
+            loaded.input_size,
+            title=f"captum-shallow explain: {loaded.name}",
         )
         written = report.save(folder / REPORT_NAME)  # a WriteError is one line already
         print(f"{len(explained)} images -> {written}")
