@@ -219,10 +219,9 @@ def test_gates_below_the_only_layer_change_nothing(images: Tensor) -> None:
     plain = LayerHiResCam(net, net[1]).attribute(images, target=TARGET)
     gated = LayerHiResCam(net, net[1], propagation="positive", gates=[net[0]])
     torch.testing.assert_close(gated.attribute(images, target=TARGET), plain, rtol=0, atol=0)
-    # The keyword says that it gated nothing, rather than leave the user to find out.
-    below = LayerHiResCam(net, net[1], propagation="positive", gates="relu-below")
-    with pytest.warns(UserWarning, match="with one layer, 'relu-below' has nothing to gate"):
-        torch.testing.assert_close(below.attribute(images, target=TARGET), plain, rtol=0, atol=0)
+    # The keyword that could only gate below the one layer is refused, not left to do nothing.
+    with pytest.raises(ValueError, match="with one layer all of them run below it"):
+        LayerHiResCam(net, net[1], propagation="positive", gates="relu-below")
     above = LayerHiResCam(net, net[1], propagation="positive", gates="relu")
     assert not torch.allclose(above.attribute(images, target=TARGET), plain)
 
@@ -404,7 +403,7 @@ def _forward(x: Tensor) -> Tensor:
         (
             lambda net: LayerCAM(net, net[0], propagation="positive", gates="sigmoid"),
             ValueError,
-            r"gates must be a sequence of modules of the model or one of \('relu', 'relu-below'\)",
+            r"gates must be a sequence of modules of the model or one of \('relu',\)",
         ),
         (
             lambda net: LayerCAM(net, net[0], propagation="positive", gates="layers"),
