@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         "own pointing",
         "own energy",
         "pointing differs",
-        "energy |diff| max",
+        "energy max diff",
     ]
     print("| " + " | ".join(header) + " |")
     print("| --- |" + " ---: |" * (len(header) - 1))

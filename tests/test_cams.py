@@ -240,7 +240,7 @@ def test_interpolate_and_visualization_accept_our_maps(net: SmallNet, images: Te
     expected = torch.nn.functional.interpolate(maps, size=(12, 12), mode="bilinear")
     torch.testing.assert_close(upsampled, expected)
     figure, axis = viz.visualize_image_attr(
-        upsampled[0].permute(1, 2, 0).numpy(),
+        upsampled[0].permute(1, 2, 0).detach().numpy(),
         images[0].permute(1, 2, 0).numpy(),
         method="blended_heat_map",
         sign="positive",
