@@ -182,7 +182,9 @@ def test_local_gradcam_is_the_broadcast_channel_weight(net: SmallNet, images: Te
 
 
 @pytest.mark.parametrize("cls", ALL_CAMS)
-def test_batch_gives_what_each_sample_gives_alone(cls: type, net: SmallNet, images: Tensor) -> None:
+def test_batch_gives_what_each_sample_gives_alone(
+    cls: type, net: SmallNet, images: Tensor, threads: int
+) -> None:
     target = [4, 0, 2]
     cam = cls(net, net.stage1, truncation=SOFT)
     batched = cam.attribute(images, target=target)

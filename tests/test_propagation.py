@@ -308,7 +308,7 @@ def test_shallowcam_deepest_map_is_untouched_by_its_gate(images: Tensor) -> None
 
 
 @pytest.mark.parametrize("gates", ["layers", "relu"])
-def test_batch_gives_what_each_sample_gives_alone(gates: str, images: Tensor) -> None:
+def test_batch_gives_what_each_sample_gives_alone(gates: str, images: Tensor, threads: int) -> None:
     net = _chain_net()
     cam = ShallowCAM(
         net,
