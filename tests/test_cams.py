@@ -261,11 +261,16 @@ def test_repr_names_the_layer_and_the_truncation(net: SmallNet) -> None:
     )
 
 
-def test_maps_are_detached_unless_a_graph_is_asked_for(net: SmallNet, images: Tensor) -> None:
+def test_maps_keep_their_graph_as_captums_and_none_under_no_grad(
+    net: SmallNet, images: Tensor
+) -> None:
     out = LayerCAM(net, net.stage1).attribute(images, target=0)
-    assert not out.requires_grad
+    assert out.requires_grad
     out = LayerCAM(net, net.stage1).attribute(images, target=0, grad_kwargs={"create_graph": True})
     assert out.requires_grad
+    with torch.no_grad():
+        out = LayerCAM(net, net.stage1).attribute(images, target=0)
+    assert not out.requires_grad
 
 
 # No side effects.

@@ -477,7 +477,7 @@ def test_bad_settings_are_refused_with_a_clear_message(
 def test_relu_gates_need_a_relu_family_module() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten())
     with pytest.raises(ValueError, match="gates='relu-below': the model Sequential has no ReLU"):
-        LayerCAM(net, net[0], propagation="positive", gates="relu-below")
+        ShallowCAM(net, [net[0], net[1]], propagation="positive", gates="relu-below")
 
 
 class _WithSpareModule(nn.Module):
