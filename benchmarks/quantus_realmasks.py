@@ -31,6 +31,7 @@ environment: Quantus pins ``opencv-python``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import platform
 import sys
@@ -149,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         scores = {}
         for name, build in metrics.items():
             np.random.seed(0)  # noqa: NPY002 (Quantus draws its subsets from the global state)
-            values = np.asarray(
-                build()(
+            # Quantus prints some of its warnings: keep them out of the table.
+            with contextlib.redirect_stdout(sys.stderr):
+                raw = build()(
                     model=model,
                     x_batch=x,
                     y_batch=targets,
@@ -160,9 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     explain_func_kwargs={"method": method},
                     device="cpu",
                     batch_size=args.batch,
-                ),
-                dtype=np.float64,
-            )
+                )
+            values = np.asarray(raw, dtype=np.float64)
             scores[name] = values
             row.append(f"{np.nanmean(values):.3f}")
         maps, regions = torch.from_numpy(a), torch.from_numpy(s[:, 0] > 0.5)
