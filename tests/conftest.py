@@ -9,6 +9,7 @@ names the extra and the command that installs it.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -56,6 +57,16 @@ def lite0() -> nn.Module:
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+    """Run a numerics-sensitive test under 1 and under 2 intra-op threads: a result
+    that holds for one thread count only depends on the kernels' summation order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
 
 
 class ExplorerNet(nn.Module):

@@ -182,7 +182,9 @@ def test_local_gradcam_is_the_broadcast_channel_weight(net: SmallNet, images: Te
 
 
 @pytest.mark.parametrize("cls", ALL_CAMS)
-def test_batch_gives_what_each_sample_gives_alone(cls: type, net: SmallNet, images: Tensor) -> None:
+def test_batch_gives_what_each_sample_gives_alone(
+    cls: type, net: SmallNet, images: Tensor, threads: int
+) -> None:
     target = [4, 0, 2]
     cam = cls(net, net.stage1, truncation=SOFT)
     batched = cam.attribute(images, target=target)
@@ -240,7 +242,7 @@ def test_interpolate_and_visualization_accept_our_maps(net: SmallNet, images: Te
     expected = torch.nn.functional.interpolate(maps, size=(12, 12), mode="bilinear")
     torch.testing.assert_close(upsampled, expected)
     figure, axis = viz.visualize_image_attr(
-        upsampled[0].permute(1, 2, 0).numpy(),
+        upsampled[0].permute(1, 2, 0).detach().numpy(),
         images[0].permute(1, 2, 0).numpy(),
         method="blended_heat_map",
         sign="positive",
@@ -259,11 +261,16 @@ def test_repr_names_the_layer_and_the_truncation(net: SmallNet) -> None:
     )
 
 
-def test_maps_are_detached_unless_a_graph_is_asked_for(net: SmallNet, images: Tensor) -> None:
+def test_maps_keep_their_graph_as_captums_and_none_under_no_grad(
+    net: SmallNet, images: Tensor
+) -> None:
     out = LayerCAM(net, net.stage1).attribute(images, target=0)
-    assert not out.requires_grad
+    assert out.requires_grad
     out = LayerCAM(net, net.stage1).attribute(images, target=0, grad_kwargs={"create_graph": True})
     assert out.requires_grad
+    with torch.no_grad():
+        out = LayerCAM(net, net.stage1).attribute(images, target=0)
+    assert not out.requires_grad
 
 
 # No side effects.

@@ -112,11 +112,11 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
             assert saved["layers"].tolist() == list(preset.fusion)
             assert saved["fused"].shape == (56, 56)
             assert saved["fused"].max() == pytest.approx(1.0)
-            np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
+            np.testing.assert_allclose(saved["fused"], fused[0, 0].detach().numpy(), atol=1e-5)
             for k, layer_map in enumerate(layer_maps):
                 assert saved[f"layer_{k}"].shape == tuple(layer_map.shape[-2:])
                 np.testing.assert_allclose(
-                    saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4, atol=1e-6
+                    saved[f"layer_{k}"], layer_map[0, 0].detach().numpy(), rtol=1e-4, atol=1e-6
                 )
 
 
@@ -255,9 +255,11 @@ def _saved_maps_equal(
     with np.load(path) as saved:
         assert saved["layers"].tolist() == list(layers)
         assert saved["fused"].max() == pytest.approx(1.0)
-        np.testing.assert_allclose(saved["fused"], fused[0, 0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(saved["fused"], fused[0, 0].detach().numpy(), atol=1e-5)
         for k, layer_map in enumerate(layer_maps):
-            np.testing.assert_allclose(saved[f"layer_{k}"], layer_map[0, 0].numpy(), rtol=1e-4)
+            np.testing.assert_allclose(
+                saved[f"layer_{k}"], layer_map[0, 0].detach().numpy(), rtol=1e-4
+            )
         names = ["fused", *(f"layer_{k}" for k in range(len(layer_maps)))]
         return [saved[name].shape for name in names]
 

@@ -139,7 +139,7 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
             _, maps = cam.attribute(inputs[i : i + 1], target=cls["index"], return_layer_maps=True)
             for encoded, layer, expected in zip(cls["maps"], data["layers"], maps, strict=True):
                 stored = decode_map(encoded, layer["height"], layer["width"])
-                reference = expected[0, 0].double().clamp(min=0).numpy()
+                reference = expected[0, 0].detach().double().clamp(min=0).numpy()
                 # 16 bits of the map over its maximum: error at most 1/131070 of the peak
                 # (8e-6), plus float error between a batch of two and a batch of one.
                 np.testing.assert_allclose(stored, reference / reference.max(), atol=3e-5)
@@ -431,5 +431,5 @@ def test_explain_html_on_the_real_model_fits_the_size_budget(tmp_path: Path) -> 
         chelsea["classes"][1]["maps"], data["layers"], maps, strict=True
     ):
         stored = decode_map(encoded, layer["height"], layer["width"])
-        reference = expected[0, 0].double().clamp(min=0).numpy()
+        reference = expected[0, 0].detach().double().clamp(min=0).numpy()
         np.testing.assert_allclose(stored, reference / reference.max(), atol=1e-5)

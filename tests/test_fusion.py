@@ -135,7 +135,9 @@ def test_one_forward_and_one_backward_for_all_layers(
     assert len(backwards) == 1
 
 
-def test_batch_gives_what_each_sample_gives_alone(net: ThreeStageNet, images: Tensor) -> None:
+def test_batch_gives_what_each_sample_gives_alone(
+    net: ThreeStageNet, images: Tensor, threads: int
+) -> None:
     cam = ShallowCAM(net, _layers(net), truncation=GradientTruncation("soft", quantile=0.9))
     target = [2, 0, 3]
     batched = cam.attribute(images, target=target, output_size=(16, 16))

@@ -129,7 +129,7 @@ def _no_param_grads(model: nn.Module) -> None:
 def _pgc_normalised(model: nn.Module, ours: Tensor, size: tuple[int, int]) -> np.ndarray:
     """Our map through pytorch-grad-cam's own post-processing of a single layer."""
     with GradCAM(model=model, target_layers=[]) as helper:
-        per_layer = scale_cam_image(np.maximum(ours[:, 0].numpy(), 0), size)
+        per_layer = scale_cam_image(np.maximum(ours[:, 0].detach().numpy(), 0), size)
         return np.asarray(helper.aggregate_multi_layers([per_layer[:, None]]))
 
 

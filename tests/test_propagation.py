@@ -219,10 +219,9 @@ def test_gates_below_the_only_layer_change_nothing(images: Tensor) -> None:
     plain = LayerHiResCam(net, net[1]).attribute(images, target=TARGET)
     gated = LayerHiResCam(net, net[1], propagation="positive", gates=[net[0]])
     torch.testing.assert_close(gated.attribute(images, target=TARGET), plain, rtol=0, atol=0)
-    # The keyword says that it gated nothing, rather than leave the user to find out.
-    below = LayerHiResCam(net, net[1], propagation="positive", gates="relu-below")
-    with pytest.warns(UserWarning, match="with one layer, 'relu-below' has nothing to gate"):
-        torch.testing.assert_close(below.attribute(images, target=TARGET), plain, rtol=0, atol=0)
+    # The keyword that could only gate below the one layer is refused, not left to do nothing.
+    with pytest.raises(ValueError, match="with one layer all of them run below it"):
+        LayerHiResCam(net, net[1], propagation="positive", gates="relu-below")
     above = LayerHiResCam(net, net[1], propagation="positive", gates="relu")
     assert not torch.allclose(above.attribute(images, target=TARGET), plain)
 
@@ -309,7 +308,7 @@ def test_shallowcam_deepest_map_is_untouched_by_its_gate(images: Tensor) -> None
 
 
 @pytest.mark.parametrize("gates", ["layers", "relu"])
-def test_batch_gives_what_each_sample_gives_alone(gates: str, images: Tensor) -> None:
+def test_batch_gives_what_each_sample_gives_alone(gates: str, images: Tensor, threads: int) -> None:
     net = _chain_net()
     cam = ShallowCAM(
         net,
@@ -403,7 +402,7 @@ def _forward(x: Tensor) -> Tensor:
         (
             lambda net: LayerCAM(net, net[0], propagation="positive", gates="sigmoid"),
             ValueError,
-            r"gates must be a sequence of modules of the model or one of \('relu', 'relu-below'\)",
+            r"gates must be a sequence of modules of the model or one of \('relu',\)",
         ),
         (
             lambda net: LayerCAM(net, net[0], propagation="positive", gates="layers"),
@@ -477,7 +476,7 @@ def test_bad_settings_are_refused_with_a_clear_message(
 def test_relu_gates_need_a_relu_family_module() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.Flatten())
     with pytest.raises(ValueError, match="gates='relu-below': the model Sequential has no ReLU"):
-        LayerCAM(net, net[0], propagation="positive", gates="relu-below")
+        ShallowCAM(net, [net[0], net[1]], propagation="positive", gates="relu-below")
 
 
 class _WithSpareModule(nn.Module):

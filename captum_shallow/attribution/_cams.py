@@ -22,7 +22,8 @@ from torch import Tensor
 from torch.nn import Module
 
 from .._modules import layer_name
-from ._hooks import format_inputs, layer_gradients_and_activations
+from ._errors import AttributionValueError
+from ._hooks import check_layers, format_inputs, gradients_and_activations
 from ._propagation import Gates, Propagation, describe_gates, propagation_settings
 from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
@@ -124,12 +125,12 @@ class CAMBase(LayerAttribution, GradientAttribution):
             gates (sequence of torch.nn.Module or str, optional): Where
                         ``propagation`` acts: modules of the model, gated at
                         each of their calls; ``"relu"``, the output of every
-                        call of every ReLU-family module; or ``"relu-below"``,
-                        those calls made before the layer returns (all of them
-                        below it, so on one layer it changes nothing; it
-                        matters in :class:`~captum_shallow.ShallowCAM`). A gate changes only
-                        what lies below it, and the layer reads its gradient
-                        before its own gate's truncation.
+                        call of every ReLU-family module. (``"relu-below"``
+                        and ``"layers"`` are refused: on one layer they would
+                        change nothing; they belong to
+                        :class:`~captum_shallow.ShallowCAM`.) A gate changes
+                        only what lies below it, and the layer reads its
+                        gradient before its own gate's truncation.
                         Default: None
             reshape (str or Callable, optional): How to read the layer's
                         output as ``(N, C, H, W)``: ``"auto"`` turns a
@@ -147,6 +148,7 @@ class CAMBase(LayerAttribution, GradientAttribution):
             )
         if not isinstance(layer, Module):
             raise TypeError(f"layer must be a torch.nn.Module, got {type(layer).__name__}")
+        check_layers(forward_func, [layer])
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self._multiply_by_inputs = bool(multiply_by_inputs)
@@ -288,11 +290,10 @@ class CAMBase(LayerAttribution, GradientAttribution):
                         output is a tuple of tensors. Upsample with
                         ``LayerAttribution.interpolate``.
         """
-        formatted = format_inputs(inputs)
-        ((gradients, activations),) = layer_gradients_and_activations(
+        ((gradients, activations),) = gradients_and_activations(
             self.forward_func,
             [cast(Module, self.layer)],
-            formatted,
+            format_inputs(inputs),
             target,
             additional_forward_args,
             device_ids=self.device_ids,
@@ -302,14 +303,7 @@ class CAMBase(LayerAttribution, GradientAttribution):
             gates=self.gates,
             reshape=self.reshape,
         )
-        if self.needs_spatial:
-            for activation in activations:
-                if activation.dim() < 3:
-                    raise ValueError(
-                        f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); "
-                        f"layer {layer_name(self.forward_func, cast(Module, self.layer))!r} "
-                        f"gives shape {tuple(activation.shape)}"
-                    )
+        self._check_spatial(activations)
         attributions = tuple(
             self.layer_attribution(
                 gradient,
@@ -324,6 +318,17 @@ class CAMBase(LayerAttribution, GradientAttribution):
         return cast(
             Tensor | tuple[Tensor, ...], _format_output(len(attributions) > 1, attributions)
         )
+
+    def _check_spatial(self, activations: tuple[Tensor, ...]) -> None:
+        if not self.needs_spatial:
+            return
+        for activation in activations:
+            if activation.dim() < 3:
+                raise AttributionValueError(
+                    f"{type(self).__name__} needs a layer with spatial output (N, C, H, W); "
+                    f"layer {layer_name(self.forward_func, cast(Module, self.layer))!r} "
+                    f"gives shape {tuple(activation.shape)}"
+                )
 
     def __repr__(self) -> str:
         layer = layer_name(self.forward_func, cast(Module, self.layer))

@@ -36,6 +36,7 @@ from torch.nn import Module
 from torch.utils.hooks import RemovableHandle
 
 from .._modules import first_tensor_device, layer_name
+from ._errors import AttributionValueError, in_layer
 from ._truncation import GradientTruncation
 
 #: What ``propagation=`` takes: a truncation, or ``"positive"`` (keep the
@@ -44,9 +45,21 @@ Propagation = GradientTruncation | Literal["positive"]
 GateKeyword = Literal["relu", "relu-below", "layers"]
 #: What ``gates=`` takes: modules of the model, or a keyword.
 Gates = GateKeyword | Sequence[Module]
+#: ``gates=`` once validated: a keyword or a list of modules of the model.
+GateSpec = GateKeyword | list[Module]
 
 GATE_KEYWORDS: tuple[str, ...] = ("relu", "relu-below", "layers")
-SINGLE_LAYER_GATE_KEYWORDS: tuple[str, ...] = ("relu", "relu-below")
+#: A single-layer CAM takes only "relu": "relu-below" gates calls that all run
+#: below its one layer (changing nothing), "layers" needs several layers.
+SINGLE_LAYER_GATE_KEYWORDS: tuple[str, ...] = ("relu",)
+_ONE_LAYER_HINTS = {
+    "layers": "'layers' (ShallowCAM's layers deeper than the shallowest) needs several layers",
+    "relu-below": (
+        "'relu-below' gates the ReLU calls made before the deepest layer returns, and with "
+        "one layer all of them run below it, so it would change nothing; pass 'relu' (the "
+        "calls above the layer) or use ShallowCAM with several layers"
+    ),
+}
 
 #: The modules that ``gates="relu"`` gates: ReLU and its rectifying relatives
 #: (guided backpropagation's rectification points). Functional calls such as
@@ -83,19 +96,16 @@ def check_gates(
     forward_func: Callable[..., Any],
     gates: object,
     keywords: Sequence[str] = GATE_KEYWORDS,
-) -> GateKeyword | list[Module] | None:
+) -> GateSpec | None:
     """The gates as a keyword or a list of modules of the model, validated."""
     if gates is None:
         return None
+    accepted = f"one of {tuple(keywords)}"
     if isinstance(gates, str):
         if gates not in keywords:
-            hint = (
-                "; 'layers' (ShallowCAM's layers deeper than the shallowest) needs several layers"
-                if gates == "layers"
-                else ""
-            )
+            hint = f"; {_ONE_LAYER_HINTS[gates]}" if gates in _ONE_LAYER_HINTS else ""
             raise ValueError(
-                f"gates must be a sequence of modules of the model or one of {tuple(keywords)}, "
+                f"gates must be a sequence of modules of the model or {accepted}, "
                 f"got {gates!r}{hint}"
             )
         if gates in ("relu", "relu-below"):
@@ -104,7 +114,7 @@ def check_gates(
     modules = [gates] if isinstance(gates, Module) else gates
     if not isinstance(modules, (list, tuple)):
         raise TypeError(
-            f"gates must be a sequence of modules of the model or one of {tuple(keywords)}, "
+            f"gates must be a sequence of modules of the model or {accepted}, "
             f"got {type(gates).__name__}"
         )
     if not modules:
@@ -131,15 +141,20 @@ def propagation_settings(
     propagation: object,
     gates: object,
     keywords: Sequence[str] = SINGLE_LAYER_GATE_KEYWORDS,
-) -> tuple[Propagation | None, GateKeyword | list[Module] | None]:
+) -> tuple[Propagation | None, GateSpec | None]:
     """Validate ``propagation`` and ``gates`` as a CAM class takes them: both or neither."""
     checked = check_propagation(propagation)
     gate_spec = check_gates(forward_func, gates, keywords)
     if checked is not None and gate_spec is None:
+        meanings = {
+            "relu": "every call of every ReLU-family module",
+            "relu-below": "those made before the deepest hooked layer returns",
+            "layers": "the layers deeper than the shallowest",
+        }
+        said = "; ".join(f"{key!r}: {meanings[key]}" for key in keywords)
         raise ValueError(
             "propagation= needs gates=: a sequence of modules of the model or one of "
-            f"{tuple(keywords)} ('relu': every call of every ReLU-family module; 'relu-below': "
-            "those made before the deepest hooked layer returns)"
+            f"{tuple(keywords)} ({said})"
         )
     if checked is None and gate_spec is not None:
         raise ValueError(
@@ -190,25 +205,23 @@ def relu_modules(forward_func: Callable[..., Any], keyword: str = "relu") -> lis
 def propagation_gates(
     forward_func: Callable[..., Any],
     layers: Sequence[Module],
-    propagation: object,
-    gates: object,
-    *,
+    propagation: Propagation | None,
+    gates: GateSpec | None,
     attribute_to_layer_input: bool,
 ) -> Iterator[None]:
     """Gate the backward pass of the forward/backward run inside the ``with`` block.
 
-    Installs the gates' forward hooks and the layers' aliases, and removes them
-    and every tensor hook on exit, after success or error. Does nothing when
-    ``propagation`` or ``gates`` is None.
+    Takes settings validated by :func:`propagation_settings`. Installs the gates'
+    forward hooks and the layers' aliases, and removes them and every tensor hook
+    on exit, after success or error. Does nothing when ``propagation`` or
+    ``gates`` is None.
     """
-    checked = check_propagation(propagation)
-    gate_spec = check_gates(forward_func, gates)
-    if checked is None or gate_spec is None:
+    if propagation is None or gates is None:
         yield
         return
-    run = _GatedRun(forward_func, layers, checked)
+    run = _GatedRun(forward_func, layers, propagation)
     try:
-        run.install(gate_spec, attribute_to_layer_input)
+        run.install(gates, attribute_to_layer_input)
         yield
         run.check_every_gate_ran()
         run.warn_if_nothing_was_gated()
@@ -272,7 +285,7 @@ class _GatedRun:
         # change a layer's gradient.
         self.effective_relu_calls = 0
 
-    def install(self, gates: GateKeyword | list[Module], attribute_to_layer_input: bool) -> None:
+    def install(self, gates: GateSpec, attribute_to_layer_input: bool) -> None:
         if gates == "layers":
             self.gate_layers = True
         elif isinstance(gates, str):
@@ -309,7 +322,7 @@ class _GatedRun:
         silent = [module for module in self.explicit if not self.calls[id(module)]]
         if silent:
             names = ", ".join(repr(layer_name(self.forward_func, module)) for module in silent)
-            raise ValueError(
+            raise AttributionValueError(
                 f"gate {names} did not run during the forward pass; pick a module that the "
                 "model calls on these inputs"
             )
@@ -321,14 +334,9 @@ class _GatedRun:
         where = "after the shallowest" if self.relu_keyword == "relu" else "between the shallowest"
         if self.relu_keyword == "relu-below":
             where += " and the deepest"
-        single = (
-            " (with one layer, 'relu-below' has nothing to gate)"
-            if self.relu_keyword == "relu-below" and len(self.layers) == 1
-            else ""
-        )
         warnings.warn(
             f"gates={self.relu_keyword!r} changed no gradient: no ReLU-family module ran "
-            f"{where} layer{single}; functional calls such as F.relu cannot be hooked. "
+            f"{where} layer; functional calls such as F.relu cannot be hooked. "
             "The maps equal propagation=None; pass the gate modules (gates=[...]) to choose",
             UserWarning,
             stacklevel=_caller_stacklevel(),
@@ -337,7 +345,7 @@ class _GatedRun:
     def _gate(self, module: Module, output: Any) -> None:
         tensors = output if isinstance(output, (tuple, list)) else (output,)
         if not any(isinstance(tensor, Tensor) for tensor in tensors):
-            raise ValueError(
+            raise AttributionValueError(
                 f"gate {layer_name(self.forward_func, module)!r} returns "
                 f"{type(output).__name__}, not a Tensor or a tuple of Tensors; gate a module "
                 "that returns tensors"
@@ -350,9 +358,8 @@ class _GatedRun:
         try:
             return self.truncate(gradient)
         except (TypeError, ValueError) as error:
-            raise type(error)(
-                f"propagation gate {layer_name(self.forward_func, module)!r}: {error}"
-            ) from None
+            name = layer_name(self.forward_func, module)
+            raise in_layer(f"propagation gate {name!r}", error) from None
 
     def _gate_module(self, gate: Module, module: Module, args: Any, output: Any) -> None:
         self.calls[id(gate)] += 1

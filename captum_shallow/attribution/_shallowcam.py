@@ -23,8 +23,9 @@ from .._modules import layer_name
 from ..models import layer_preset, resolve_layers
 from ._cams import CAMBase, LayerCAM
 from ._defaults import Task, task_defaults
+from ._errors import AttributionValueError, in_layer
 from ._fusion import _FUSIONS, Fusion, fuse_maps
-from ._hooks import format_inputs, layer_gradients_and_activations
+from ._hooks import check_layers, format_inputs, gradients_and_activations
 from ._propagation import (
     GATE_KEYWORDS,
     Gates,
@@ -161,7 +162,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 propagation = gates = None
         if isinstance(layers, Module):
             layers = [layers]
-        layers = list(layers)
+        layers = check_layers(forward_func, list(layers))
         if not isinstance(method, type) or not issubclass(method, CAMBase):
             raise TypeError(
                 "method must be a CAM class, a subclass of captum_shallow.CAMBase (e.g. "
@@ -263,11 +264,10 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 take, a layer that does not run once per forward pass, or a
                 layer map holding NaN or inf (the message names the layer).
         """
-        formatted = format_inputs(inputs)
-        pairs = layer_gradients_and_activations(
+        pairs = gradients_and_activations(
             self.forward_func,
             self.layers,
-            formatted,
+            format_inputs(inputs),
             target,
             additional_forward_args,
             device_ids=self.device_ids,
@@ -277,36 +277,47 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             gates=self.gates,
             reshape=self.reshape,
         )
-        layer_maps = []
-        for layer, truncation, (gradients, activations) in zip(
-            self.layers, self.truncations, pairs
-        ):
-            if len(activations) != 1 or activations[0].dim() != 4:
-                shapes = [tuple(a.shape) for a in activations]
-                raise ValueError(
-                    f"ShallowCAM needs layers with one (N, C, H, W) output; layer "
-                    f"{layer_name(self.forward_func, layer)!r} gives {shapes} (for "
-                    "transformer tokens or a channels-last map pass reshape='auto')"
-                )
-            try:
-                layer_map = self.method.layer_attribution(
-                    gradients[0], activations[0], truncation, relu_attributions=True
-                )
-            except ValueError as error:
-                raise ValueError(
-                    f"layer {layer_name(self.forward_func, layer)!r}: {error}"
-                ) from None
-            layer_maps.append(layer_map)
+        layer_maps = [
+            self._layer_map(layer, truncation, gradients, activations)
+            for layer, truncation, (gradients, activations) in zip(
+                self.layers, self.truncations, pairs
+            )
+        ]
+        self._check_finite(layer_maps)
+        fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma)
+        return (fused, layer_maps) if return_layer_maps else fused
+
+    def _layer_map(
+        self,
+        layer: Module,
+        truncation: GradientTruncation | None,
+        gradients: tuple[Tensor, ...],
+        activations: tuple[Tensor, ...],
+    ) -> Tensor:
+        """One layer's map by ``method``, with errors naming the layer."""
+        name = layer_name(self.forward_func, layer)
+        if len(activations) != 1 or activations[0].dim() != 4:
+            shapes = [tuple(a.shape) for a in activations]
+            raise AttributionValueError(
+                f"ShallowCAM needs layers with one (N, C, H, W) output; layer {name!r} gives "
+                f"{shapes} (for transformer tokens or a channels-last map pass reshape='auto')"
+            )
+        try:
+            return self.method.layer_attribution(
+                gradients[0], activations[0], truncation, relu_attributions=True
+            )
+        except ValueError as error:
+            raise in_layer(f"layer {name!r}", error) from None
+
+    def _check_finite(self, layer_maps: list[Tensor]) -> None:
+        # Fusing would normalise NaN away into zeros, which read as "no evidence".
         finite = torch.stack([torch.isfinite(m).all() for m in layer_maps]).tolist()
         if not all(finite):
-            # Fusing would normalise NaN away into zeros, which read as "no evidence".
             layer = self.layers[finite.index(False)]
-            raise ValueError(
+            raise AttributionValueError(
                 f"layer {layer_name(self.forward_func, layer)!r}: the map contains NaN or inf; "
                 "the input, the model's weights or its output are not finite"
             )
-        fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma)
-        return (fused, layer_maps) if return_layer_maps else fused
 
     @classmethod
     def from_model(
