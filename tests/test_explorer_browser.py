@@ -149,7 +149,7 @@ def python_fused(explorer: Explorer, image: int, pos: int, layers: list[int], fu
     formula on the same numbers. The geometric mean's root amplifies the quantisation
     near zero (up to 2e-3 against the float maps), which is not a formula difference."""
     maps = [_embedded(explorer.images[image].layer_maps[pos][k])[None, None] for k in layers]
-    return fuse_maps(maps, fusion=fusion, gamma=explorer.gamma)[0, 0].double().numpy()
+    return fuse_maps(maps, fusion=fusion, gamma=explorer.gamma)[0, 0].double().detach().numpy()
 
 
 def _embedded(layer_map: torch.Tensor) -> torch.Tensor:
@@ -349,7 +349,7 @@ def test_a_layer_view_shows_that_layer_linearly(loaded: Page, small_explorer: Ex
     assert (state["view"], state["exponent"]) == ("1", 1)
     assert "stage2 · 15×15" in loaded.find(0, ".csx-overlay ~ figcaption").text
     loaded.slide(0, "input.csx-opacity", Keys.END)
-    layer = small_explorer.images[0].layer_maps[0][1].double().numpy()
+    layer = small_explorer.images[0].layer_maps[0][1].double().detach().numpy()
     drawn = upsampled(layer, (300, 451))
     expected = np.minimum(255, np.floor(drawn * 256)).astype(np.int64)
     indices = colour_indices(loaded.pixels(0, "canvas.csx-overlay"), lut(small_explorer))
@@ -394,7 +394,7 @@ def test_the_pages_fusion_and_scaling_equal_pythons_on_awkward_maps(loaded: Page
                     expected = (product[sample, 0].double() ** (1 / 3)).numpy()
                 else:
                     expected = (
-                        fuse_maps(maps, fusion=fusion, gamma=gamma)[sample, 0].double().numpy()
+                        fuse_maps(maps, fusion=fusion, gamma=gamma)[sample, 0].double().detach().numpy()
                     )
                 assert fused.shape == (9, 4)
                 assert np.abs(fused - expected).max() < 1e-5, (fusion, gamma, sample)
@@ -480,7 +480,7 @@ def test_with_the_task_defaults_the_page_fuses_as_shallowcam_does(
             default_loaded.find(image, f'.csx-class[data-class-pos="{pos}"]').click()
             fused = default_loaded.fused(image)
             assert fused is not None
-            expected = cam.attribute(inputs[image : image + 1], target=index)[0, 0].double()
+            expected = cam.attribute(inputs[image : image + 1], target=index)[0, 0].double().detach()
             worst = max(worst, float(np.abs(fused - expected.numpy()).max()))
     assert worst < TOLERANCE
     # What unticking a layer means is said by the toggles: not ShallowCAM without it.
