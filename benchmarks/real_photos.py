@@ -50,9 +50,10 @@ from torch import Tensor
 from captum_shallow.attribution import TASK_DEFAULTS
 from captum_shallow.attribution._multiscale import IRN_SCALES, multiscale_attribute
 from captum_shallow.datasets._real_photos import RealPhoto, RealPhotoSet, listed_target
-from captum_shallow.evaluation._common import upsample
+from captum_shallow._checks import upsample
 from captum_shallow.evaluation._real_photos import RealPhotoScores, score_photo
-from captum_shallow.models import layer_preset, load_model, preprocess, resolve_layers
+from captum_shallow.io import preprocess
+from captum_shallow.models import layer_preset, load_model, resolve_layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality
@@ -413,11 +414,11 @@ def run_single(
     if len(targets) != count or any(k not in maps_cache for k in keys):
         maps_cache, targets = {}, []
         for s in range(0, count, args.batch):
-            batch = [photos[i] for i in range(s, min(s + args.batch, count))]
+            batch = [photos.photo(i) for i in range(s, min(s + args.batch, count))]
             x = torch.stack([preprocess(p.image, size) for p in batch])
             with torch.no_grad():
                 logits = model(x)
-            t = listed_target(logits, [p.classes for p in batch])
+            t = listed_target(logits, [p.imagenet_indices for p in batch])
             targets += t.tolist()
             for key, maps in single_scale_maps(data, configs, x, t).items():
                 maps_cache.setdefault(key, []).extend(maps.half())
@@ -429,7 +430,7 @@ def run_single(
             torch.save({"targets": targets, "maps": maps_cache}, cache)
     per_key: dict[str, list[RealPhotoScores]] = {}
     for i in range(count):
-        photo = photos[i]
+        photo = photos.photo(i)
         size_i = (int(photo.mask.shape[0]), int(photo.mask.shape[1]))
         maps = torch.cat([upsample(maps_cache[k][i][None].float(), size_i) for k in keys])
         joined = RealPhotoScores.cat(
@@ -473,7 +474,7 @@ def run_multiscale(
     timing = {key: [0.0, 0.0] for key in keys}
     start = time.perf_counter()
     for s in range(0, len(photos), args.batch):
-        batch = [photos[i] for i in range(s, min(s + args.batch, len(photos)))]
+        batch = [photos.photo(i) for i in range(s, min(s + args.batch, len(photos)))]
         x = torch.stack([preprocess(p.image, size) for p in batch])
         t = torch.tensor(targets[s : s + len(batch)])
         maps: dict[str, Tensor] = {}
@@ -520,7 +521,7 @@ def run_crf(
     per_key: dict[str, list[RealPhotoScores]] = {}
     start = time.perf_counter()
     for i in range(len(photos)):
-        photo = photos[i]
+        photo = photos.photo(i)
         size_i = (int(photo.mask.shape[0]), int(photo.mask.shape[1]))
         maps = []
         for key in keys:
@@ -534,7 +535,10 @@ def run_crf(
             if " @ " in key:
                 maps.append(
                     multiscale_attribute(
-                        lambda inputs, fn=fn, t=t: fn(inputs[0], t), x, args.ms_scales, args.ms_flips
+                        lambda inputs, fn=fn, t=t: fn(inputs[0], t),
+                        x,
+                        args.ms_scales,
+                        args.ms_flips,
                     )
                 )
             else:

@@ -11,6 +11,7 @@ from ._cams import (
 )
 from ._defaults import TASK_DEFAULTS, TaskDefaults, task_defaults
 from ._fusion import Fusion, fuse_maps
+from ._multiscale import IRN_SCALES, multiscale_attribute
 from ._shallowcam import (
     DEFAULT_FUSED_TRUNCATION,
     DEFAULT_FUSION,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_FUSED_TRUNCATION",
     "DEFAULT_FUSION",
     "DEFAULT_TRUNCATION",
+    "IRN_SCALES",
     "TASK_DEFAULTS",
     "Fusion",
     "GradientTruncation",
@@ -34,5 +36,6 @@ __all__ = [
     "ShallowCAM",
     "TaskDefaults",
     "fuse_maps",
+    "multiscale_attribute",
     "task_defaults",
 ]

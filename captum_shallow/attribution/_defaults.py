@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from ._fusion import _FUSIONS, Fusion
+from ._multiscale import check_scales
 from ._propagation import GATE_KEYWORDS, GateKeyword, Propagation, check_propagation
 from ._truncation import GradientTruncation
 
@@ -35,6 +36,9 @@ class TaskDefaults:
             layers deeper than the shallowest), ``"relu"`` or ``"relu-below"``.
         threshold (float): Background score in [0, 1] for pseudo-masks: a pixel
             whose every normalised class map is below it is background.
+        scales (tuple[float, ...]): Input sizes, relative to the input, whose
+            maps are averaged (IRN's multi-scale inference); ``(1.0,)``: one pass.
+        flips (bool): Also average the maps of the mirrored inputs.
 
     Examples::
 
@@ -48,8 +52,13 @@ class TaskDefaults:
     propagation: Propagation | None
     gates: GateKeyword
     threshold: float
+    scales: tuple[float, ...] = (1.0,)
+    flips: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", check_scales(self.scales))
+        if not isinstance(self.flips, bool):
+            raise TypeError(f"TaskDefaults: flips must be a bool, got {self.flips!r}")
         if self.fusion not in _FUSIONS:
             raise ValueError(f"TaskDefaults: fusion must be one of {_FUSIONS}, got {self.fusion!r}")
         if self.truncation is not None and not isinstance(self.truncation, GradientTruncation):

@@ -25,6 +25,7 @@ from ._cams import LayerCAM, _TruncatedLayerCAM
 from ._defaults import TASK_DEFAULTS, Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations
+from ._multiscale import check_scales, multiscale_attribute
 from ._propagation import (
     GATE_KEYWORDS,
     Gates,
@@ -124,6 +125,12 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             channels-last maps, a callable, or None for outputs that already are
             (as in the CAM classes).
             Default: None
+        scales (sequence of float, optional): Input sizes, relative to the
+            input, whose maps :meth:`attribute` averages (IRN's multi-scale
+            inference); ``(1.0,)`` is one pass.
+            Default: the task's
+        flips (bool, optional): Also average the maps of the mirrored inputs.
+            Default: the task's
 
     Examples::
 
@@ -151,8 +158,12 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         task: Task = "localisation",
         device_ids: list[int] | None = None,
         reshape: Reshape = None,
+        scales: Sequence[float] | _TaskDefault = _TASK_DEFAULT,
+        flips: bool | _TaskDefault = _TASK_DEFAULT,
     ) -> None:
         defaults = task_defaults(task)
+        self.scales = check_scales(defaults.scales if isinstance(scales, _TaskDefault) else scales)
+        self.flips = bool(defaults.flips if isinstance(flips, _TaskDefault) else flips)
         if isinstance(truncation, _TaskDefault):
             truncation = defaults.truncation
         if isinstance(fusion, _TaskDefault):
@@ -242,6 +253,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         return_layer_maps: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
+        scales: Sequence[float] | None = None,
+        flips: bool | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         r"""
         Args:
@@ -266,6 +279,16 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             grad_kwargs (dict[str, Any], optional): Extra keyword arguments for
                         ``torch.autograd.grad``.
                         Default: None
+            scales (sequence of float, optional): Input sizes relative to
+                        ``inputs`` whose maps are averaged
+                        (:func:`~captum_shallow.attribution.multiscale_attribute`,
+                        IRN's multi-scale inference: e.g. ``(1.0, 0.5, 1.5, 2.0)``);
+                        the map has the size of the first scale's (or
+                        ``output_size``). ``(1.0,)`` is one pass.
+                        Default: None (the ShallowCAM's ``scales``)
+            flips (bool, optional): Also average the maps of the inputs mirrored
+                        left-right (each mirrored back).
+                        Default: None (the ShallowCAM's ``flips``)
 
         Returns:
             *Tensor* **fused** ``(N, 1, h, w)`` in [0, 1] or, with
@@ -274,10 +297,36 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
 
         Raises:
             ValueError: For an empty batch, a target the model's output cannot
-                take, a layer that does not run once per forward pass, or a
-                layer map holding NaN or inf (the message names the layer).
+                take, a layer that does not run once per forward pass, a layer
+                map holding NaN or inf (the message names the layer), or
+                ``return_layer_maps`` with several scales or flips.
         """
+        scales = self.scales if scales is None else check_scales(scales)
+        flips = self.flips if flips is None else bool(flips)
         formatted = format_inputs(inputs)
+        args = (target, additional_forward_args, attribute_to_layer_input, grad_kwargs)
+        if scales == (1.0,) and not flips:
+            fused, layer_maps = self._fused(formatted, output_size, *args)
+            return (fused, layer_maps) if return_layer_maps else fused
+        if return_layer_maps:
+            raise ValueError(
+                "return_layer_maps needs one scale (1.0) and no flips: every scale and "
+                "flip has its own layer maps"
+            )
+        return multiscale_attribute(
+            lambda batch: self._fused(batch, None, *args)[0], formatted, scales, flips, output_size
+        )
+
+    def _fused(
+        self,
+        formatted: tuple[Tensor, ...],
+        output_size: tuple[int, int] | None,
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        grad_kwargs: dict[str, Any] | None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The fused map and the layer maps of one forward and backward pass."""
         pairs = layer_gradients_and_activations(
             self.forward_func,
             self.layers,
@@ -320,7 +369,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 "the input, the model's weights or its output are not finite"
             )
         fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma)
-        return (fused, layer_maps) if return_layer_maps else fused
+        return fused, layer_maps
 
     @classmethod
     def from_model(
@@ -389,5 +438,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         return (
             f"ShallowCAM(layers={names}, method={self.method.__name__}, "
             f"truncation={self.truncations}, fusion={self.fusion!r}, gamma={self.gamma}, "
-            f"propagation={self.propagation!r}, gates={gates!r}, task={self.task!r})"
+            f"propagation={self.propagation!r}, gates={gates!r}, task={self.task!r}"
+            + (
+                f", scales={self.scales}, flips={self.flips}"
+                if self.scales != (1.0,) or self.flips
+                else ""
+            )
+            + ")"
         )

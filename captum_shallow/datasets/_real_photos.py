@@ -9,6 +9,11 @@ order) and optionally ``ignore_mask``, ``match`` (``exact``, ``group`` or
 the folder. The photos' object classes are ImageNet classes, so an ImageNet model
 classifies them with its real weights; the target of a photo is the highest-scoring
 of its listed classes (:func:`listed_target`).
+
+As a :class:`~captum_shallow.datasets.SegmentationSet` the set has one class,
+``"object"``: item ``i`` is the photo in [0, 1], the label ``[1.0]`` and the mask (0
+background, 1 object, 255 ignored); :meth:`RealPhotoSet.photo` gives the photo with
+its ImageNet indices, match and source.
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..models._images import read_image
-from ..segmentation._mask_files import read_label_png
+from ..io import read_image, read_label_png
 
 __all__ = ["MATCHES", "RealPhoto", "RealPhotoSet", "listed_target"]
 
@@ -44,7 +48,7 @@ class RealPhoto:
         mask (Tensor): ``bool`` ``(H, W)``, True on the object.
         ignore (Tensor): ``bool`` ``(H, W)``, True on pixels left out of every
             score (all False when the row has no ignore mask).
-        classes (tuple[int, ...]): The listed ImageNet-1k indices.
+        imagenet_indices (tuple[int, ...]): The listed ImageNet-1k indices.
         match (str): ``"exact"``, ``"group"`` or ``"approx"``.
         dataset (str): The source data set.
     """
@@ -53,7 +57,7 @@ class RealPhoto:
     image: Tensor
     mask: Tensor
     ignore: Tensor
-    classes: tuple[int, ...]
+    imagenet_indices: tuple[int, ...]
     match: str
     dataset: str
 
@@ -69,7 +73,7 @@ class _Row:
     dataset: str
 
 
-class RealPhotoSet(Sequence[RealPhoto]):
+class RealPhotoSet:
     r"""The photos of a folder in the ``index.csv`` format, read on access.
 
     Args:
@@ -99,8 +103,11 @@ class RealPhotoSet(Sequence[RealPhoto]):
         ...     _ = f.write("name,image,mask,imagenet_indices,match,dataset\n"
         ...                 "a,images/a.jpg,masks/a.png,281 285,group,Pet\n")
         >>> photos = RealPhotoSet(root)
-        >>> len(photos), photos[0].classes, photos[0].mask.shape
+        >>> len(photos), photos.photo(0).imagenet_indices, photos.photo(0).mask.shape
         (1, (281, 285), torch.Size([4, 6]))
+        >>> image, labels, mask = photos[0]
+        >>> image.dtype, labels.tolist(), mask.unique().tolist()
+        (torch.float32, [1.0], [1])
     """
 
     def __init__(
@@ -164,7 +171,20 @@ class RealPhotoSet(Sequence[RealPhoto]):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def __getitem__(self, index: int) -> RealPhoto:  # type: ignore[override]
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The one class of the masks: ``("object",)``."""
+        return ("object",)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``(image (3, H, W) float in [0, 1], labels [1.0], mask (H, W) long)``: the
+        mask holds 0 on the background, 1 on the object, 255 on the ignore band."""
+        photo = self.photo(index)
+        mask = photo.mask.long().masked_fill(photo.ignore, 255)
+        return photo.image.float() / 255, torch.ones(1), mask
+
+    def photo(self, index: int) -> RealPhoto:
+        """Photo ``index`` with its mask, ignore band, ImageNet indices and source."""
         row = self._rows[index]
         image = read_image(row.image)
         mask = _binary(row.mask)
@@ -184,8 +204,9 @@ class RealPhotoSet(Sequence[RealPhoto]):
         out._rows = [self._rows[i] for i in indices]
         return out
 
-    def __iter__(self) -> Iterator[RealPhoto]:
-        return (self[i] for i in range(len(self)))
+    def photos(self) -> Iterator[RealPhoto]:
+        """Every photo, in order (:meth:`photo`)."""
+        return (self.photo(i) for i in range(len(self)))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -193,7 +214,7 @@ class RealPhotoSet(Sequence[RealPhoto]):
         return tuple(row.name for row in self._rows)
 
     @property
-    def classes(self) -> tuple[tuple[int, ...], ...]:
+    def imagenet_indices(self) -> tuple[tuple[int, ...], ...]:
         """Each photo's listed ImageNet indices."""
         return tuple(row.classes for row in self._rows)
 

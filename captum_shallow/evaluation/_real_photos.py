@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._common import THRESHOLD_SWEEP, check_maps, upsample
+from .._checks import THRESHOLD_SWEEP, check_maps, upsample
 from ._localisation import energy_pointing_game, pointing_game, region_extent
 from ._miou import iou_from_confusion
 
