@@ -47,10 +47,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from captum_shallow._checks import upsample
 from captum_shallow.attribution import TASK_DEFAULTS
 from captum_shallow.attribution._multiscale import IRN_SCALES, multiscale_attribute
 from captum_shallow.datasets._real_photos import RealPhoto, RealPhotoSet, listed_target
-from captum_shallow._checks import upsample
 from captum_shallow.evaluation._real_photos import RealPhotoScores, score_photo
 from captum_shallow.io import preprocess
 from captum_shallow.models import layer_preset, load_model, resolve_layers
@@ -182,7 +182,7 @@ class RealScores:
 
 
 def _t_index(t: float) -> int:
-    return int(round(t * 100))
+    return round(t * 100)
 
 
 def _shipped_thresholds() -> tuple[float, ...]:
@@ -423,7 +423,8 @@ def run_single(
             for key, maps in single_scale_maps(data, configs, x, t).items():
                 maps_cache.setdefault(key, []).extend(maps.half())
             log(
-                f"{name}: single scale {s + len(batch)}/{count} ({time.perf_counter() - start:.0f} s)"
+                f"{name}: single scale {s + len(batch)}/{count} "
+                f"({time.perf_counter() - start:.0f} s)"
             )
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -494,7 +495,8 @@ def run_multiscale(
             for j, key in enumerate(maps):
                 per_key.setdefault(key, []).append(joined.select([j]))
         log(
-            f"{name}: multi-scale {s + len(batch)}/{len(photos)} ({time.perf_counter() - start:.0f} s)"
+            f"{name}: multi-scale {s + len(batch)}/{len(photos)} "
+            f"({time.perf_counter() - start:.0f} s)"
         )
     for key, parts in per_key.items():
         real.put(name, key, RealPhotoScores.cat(parts), groups)
@@ -629,7 +631,7 @@ def method_table(
 
 
 def source_table(real: RealScores, model: str, keys: Sequence[str]) -> str:
-    groups = real.datasets(model) + ["approx", "strict"]
+    groups = [*real.datasets(model), "approx", "strict"]
     header = ["method (IoU at the model's best t)"] + [
         f"{g} ({real.group(model, keys[0], g).get('photos', '-')})" for g in groups
     ]
@@ -718,7 +720,8 @@ def report(
                 out.append(
                     f"{model}: multi-scale cost per method over its photos: "
                     + ", ".join(
-                        f"{k}: {v[1]:.0f} s vs {v[0]:.0f} s at one scale (x{v[1] / max(v[0], 1e-9):.1f})"
+                        f"{k}: {v[1]:.0f} s vs {v[0]:.0f} s at one scale "
+                        f"(x{v[1] / max(v[0], 1e-9):.1f})"
                         for k, v in timing.items()
                     )
                 )
@@ -736,7 +739,8 @@ def report(
             f"- {task}: {entry['key']} (quality {entry['quality']:.3f}; replaces "
             f"{entry['replaced']}, quality {entry['replaced_quality']:.3f}; "
             f"{entry['eligible']} eligible); threshold {entry['threshold']:.2f} ({at}); "
-            f"the best configuration overall fails: {entry['failures_of_best_overall'] or 'nothing'}"
+            "the best configuration overall fails: "
+            f"{entry['failures_of_best_overall'] or 'nothing'}"
         )
     out.append("\n".join(lines))
     return out
