@@ -189,9 +189,16 @@ def _shipped_thresholds() -> tuple[float, ...]:
     return tuple(sorted({d.threshold for d in TASK_DEFAULTS.values()}))
 
 
-def load_real(path: str | Path) -> RealScores:
-    document = json.loads(Path(path).read_text())
-    return RealScores(document["values"], document.get("info", {}))
+def load_real(paths: Sequence[str | Path]) -> RealScores:
+    """Scores of earlier runs (``--dump`` files); a later file wins per model and key."""
+    real = RealScores()
+    for path in paths:
+        document = json.loads(Path(path).read_text())
+        for model, keys in document["values"].items():
+            real.values.setdefault(model, {}).update(keys)
+        for model, info in document.get("info", {}).items():
+            real.info.setdefault(model, {}).update(info)
+    return real
 
 
 def dump_real(path: str | Path, scores: RealScores, choice: dict[str, Any]) -> None:
@@ -782,7 +789,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=str(REPO / "benchmarks" / "results" / "quality_scores.json"),
         help="quality.py's scores of the synthetic sets and grids (the constraints)",
     )
-    parser.add_argument("--load", default=None, help="scores of an earlier run (a --dump file)")
+    parser.add_argument(
+        "--load", action="append", default=[], help="scores of earlier runs (--dump files)"
+    )
     parser.add_argument("--dump", default=None, help="write every score to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -799,7 +808,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log(f"torch {torch.__version__}, threads {args.threads}, {platform.machine()}")
     configs = real_configs(args.quick)
     synthetic = quality.load_scores([args.synthetic])
-    real = load_real(args.load) if args.load else RealScores()
+    real = load_real(args.load)
     phases = [p for p in args.phases.split(",") if p]
     if phases:
         photos = RealPhotoSet(args.root)
