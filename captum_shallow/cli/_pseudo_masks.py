@@ -28,6 +28,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from captum_shallow import ShallowCAM, __version__, task_defaults
+from captum_shallow.attribution._multiscale import check_scales
 from captum_shallow.io._atomic import (
     FolderLockedError,
     folder_lock,
@@ -128,6 +129,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="T",
         help="background score in [0, 1] (default: the task's, measured with its maps; "
         f"segmentation: {task_defaults('segmentation').threshold}; IRN's is {IRN_THRESHOLD})",
+    )
+    segmentation = task_defaults("segmentation")
+    masks.add_argument(
+        "--scales",
+        type=_scales,
+        default=None,
+        metavar="S,S,...",
+        help="input sizes relative to the model's input whose maps are averaged before "
+        "normalising (IRN's multi-scale inference: 1,0.5,1.5,2) (default: the task's; "
+        f"segmentation: {','.join(f'{v:g}' for v in segmentation.scales)})",
+    )
+    masks.add_argument(
+        "--flips",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also average the maps of the images mirrored left-right (default: the "
+        f"task's; segmentation: {'on' if segmentation.flips else 'off'})",
     )
     masks.add_argument("--crf", action="store_true", help="refine with a dense CRF (pydensecrf)")
     masks.add_argument(
@@ -380,6 +398,8 @@ def _config(
         "layers": layers,
         **describe_cam(cam),
         "threshold": args.threshold,
+        "scales": list(cam.scales),
+        "flips": cam.flips,
         "crf": args.crf,
         "save_cams": args.save_cams,
         "batch_size": args.batch_size,
@@ -559,6 +579,15 @@ def _unit_float(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        return check_scales([float(v) for v in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected positive numbers separated by commas, e.g. 1,0.5,1.5,2, got {text!r}"
+        ) from None
 
 
 def _non_negative_int(text: str) -> int:
