@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from captum_shallow._checks import upsample
-from captum_shallow.attribution import TASK_DEFAULTS
+from captum_shallow.attribution import TASK_DEFAULTS, TaskDefaults
 from captum_shallow.attribution._multiscale import IRN_SCALES, multiscale_attribute
 from captum_shallow.datasets._real_photos import RealPhoto, RealPhotoSet, listed_target
 from captum_shallow.evaluation._real_photos import RealPhotoScores, score_photo
@@ -323,6 +323,39 @@ def choose_real(
             ),
         }
     return result
+
+
+def parse_multiscale_label(label: str) -> tuple[tuple[float, ...], bool]:
+    """``(scales, flips)`` of a label such as ``"x1,0.5,1.5,2+flip 8"``."""
+    processing = label.split(" ")[0]
+    flips = processing.endswith("+flip")
+    scales = processing.removeprefix("x").removesuffix("+flip")
+    return tuple(float(v) for v in scales.split(",")), flips
+
+
+def task_defaults_of(choice: dict[str, Any]) -> dict[str, TaskDefaults]:
+    """The :class:`TaskDefaults` that a choice of :func:`choose_real` stands for."""
+    out = {}
+    for task in TASK_DEFAULTS:
+        entry = choice[task]
+        config = Config.parse(entry["config"])
+        propagation, gates = config.propagation_args
+        fusion, gamma = config.fusion_args
+        if gamma is not None or gates == "blocks":
+            raise ValueError(f"{config.key} has no TaskDefaults form (gamma or block gates)")
+        scales, flips = (1.0,), False
+        if entry["multiscale"]:
+            scales, flips = parse_multiscale_label(entry["multiscale"])
+        out[task] = TaskDefaults(
+            fusion=fusion,
+            truncation=config.truncation,
+            propagation=propagation,
+            gates=gates or "layers",
+            threshold=round(float(entry["threshold"]), 2),
+            scales=scales,
+            flips=flips,
+        )
+    return out
 
 
 # ---------------------------------------------------------------- maps
@@ -824,7 +857,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for name in args.models.split(","):
             data = model_set(name)
             if phase == "single":
-                run_single(args, data, photos, configs, real, log)
+                chosen = configs
+                if args.keys:  # a check of a few configurations (e.g. on Lite2)
+                    chosen = [c for c in configs if c.key in args.keys.split(";")]
+                run_single(args, data, photos, chosen, real, log)
             elif phase == "multiscale":
                 run_multiscale(args, data, photos, keys, real, log)
             elif phase == "crf":
@@ -836,6 +872,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     choice = choose_real(real, synthetic, configs)
     for section in report(real, synthetic, configs, choice):
         print("\n" + section)
+    if "note" not in choice:
+        print("\n### As TaskDefaults (captum_shallow/attribution/_defaults.py)\n")
+        for task, defaults in task_defaults_of(choice).items():
+            print(f"{task}: {defaults}")
     if args.dump:
         dump_real(args.dump, real, choice)
     log("done")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from captum_shallow import GradientTruncation, TaskDefaults
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import quality  # noqa: E402
@@ -129,3 +131,31 @@ def test_multiscale_is_taken_only_when_it_lifts_every_model_by_a_point() -> None
     choice = real_photos.choose_real(real, _synthetic({}), configs)
     assert choice["segmentation"]["multiscale"] is None
     assert choice["localisation"]["multiscale"] is None
+
+
+def test_a_choice_maps_to_task_defaults() -> None:
+    choice = {
+        "segmentation": {
+            "config": PLAIN.key,
+            "multiscale": "x1,0.5,1.5,2+flip 8",
+            "threshold": 0.254,
+        },
+        "localisation": {"config": LOC.key, "multiscale": None, "threshold": 0.3},
+    }
+    out = real_photos.task_defaults_of(choice)
+    assert out["segmentation"] == TaskDefaults(
+        fusion="mean",
+        truncation=None,
+        propagation="positive",
+        gates="relu-below",
+        threshold=0.25,
+        scales=(1.0, 0.5, 1.5, 2.0),
+        flips=True,
+    )
+    assert out["localisation"] == TaskDefaults(
+        fusion="mean",
+        truncation=GradientTruncation("soft", quantile=0.5),
+        propagation=GradientTruncation("soft", quantile=0.9),
+        gates="layers",
+        threshold=0.3,
+    )
