@@ -101,8 +101,10 @@ def test_both_tasks_hold_the_documented_defaults() -> None:
     assert (segmentation.propagation, segmentation.gates, segmentation.threshold) == (
         "positive",
         "relu-below",
-        0.17,
+        0.25,
     )
+    assert (segmentation.scales, segmentation.flips) == ((1.0, 0.5, 1.5, 2.0), True)
+    assert (localisation.scales, localisation.flips) == ((1.0,), False)
     assert tuple(TASK_DEFAULTS) == ("localisation", "segmentation")
 
 

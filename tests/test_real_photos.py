@@ -200,7 +200,8 @@ def test_one_scale_without_flips_is_the_plain_attribution() -> None:
     mirror = torch.cat([x[..., :8], x[..., :8].flip(-1)], dim=-1)
     both = cam.attribute(mirror, target=1, scales=[1.0], flips=True)
     alone = cam.attribute(mirror, target=1)
-    assert torch.allclose(both, (alone + alone.flip(-1)) / 2, atol=1e-6)
+    expected = alone + alone.flip(-1)
+    assert torch.allclose(both, expected / expected.amax(dim=(2, 3), keepdim=True), atol=1e-6)
 
 
 def test_the_flip_of_a_flipped_input_is_the_flip_of_the_map() -> None:
@@ -217,11 +218,14 @@ def test_scales_average_the_normalised_maps_of_resized_inputs() -> None:
     half = F.interpolate(x, size=(6, 8), mode="bilinear", antialias=True)
     small = F.interpolate(cam.attribute(half, target=0), size=(12, 16), mode="bilinear")
     small = small / small.amax()
-    expected = (cam.attribute(x, target=0, output_size=(12, 16)) + small) / 2
+    expected = cam.attribute(x, target=0, output_size=(12, 16)) + small
+    expected = expected / expected.amax()
     out = cam.attribute(x, target=0, scales=[1.0, 0.5], output_size=(12, 16))
     assert torch.allclose(out, expected, atol=1e-6)
-    with pytest.raises(ValueError, match="return_layer_maps needs one scale"):
-        cam.attribute(x, target=0, scales=[1.0, 0.5], return_layer_maps=True)
+    fused, layer_maps = cam.attribute(x, target=0, scales=[1.0, 0.5], return_layer_maps=True)
+    assert torch.equal(fused, cam.attribute(x, target=0, scales=[1.0, 0.5]))
+    plain = cam.attribute(x, target=0, return_layer_maps=True)[1]
+    assert all(torch.equal(a, b) for a, b in zip(layer_maps, plain, strict=True))
     with pytest.raises(ValueError, match="positive numbers"):
         cam.attribute(x, target=0, scales=[0.0])
 

@@ -7,8 +7,8 @@ before normalising. With scales :math:`s \in S` relative to the input and flips
 
 .. math::
 
-    \bar M = \frac{1}{|S||F|} \sum_{s \in S} \sum_{f \in F}
-        f\big(N(\mathrm{up}(M(f(\mathrm{resize}_s(x)))))\big),
+    \bar M = N\Big(\sum_{s \in S} \sum_{f \in F}
+        f\big(N(\mathrm{up}(M(f(\mathrm{resize}_s(x)))))\big)\Big),
 
 with every map upsampled (bilinear) to the size of the first scale's map (or the
 given ``output_size``) and divided by its own maximum, :math:`N(M) = M^+ / \max M^+`,
@@ -74,9 +74,9 @@ def multiscale_attribute(
     Every 4-D floating-point tensor of ``inputs`` is resized (bilinear,
     antialiased when shrinking) by each scale and, with ``flips``, also mirrored
     left-right; each map is mirrored back, upsampled (bilinear) to
-    ``output_size``, clamped at 0 and divided by its maximum, and the maps are
-    averaged. A single scale 1.0 without flips returns ``attribute(inputs)``
-    itself.
+    ``output_size``, clamped at 0 and divided by its maximum; the maps are
+    averaged and the mean divided by its maximum. A single scale 1.0 without
+    flips returns ``attribute(inputs)`` itself.
 
     Args:
         attribute (Callable): ``attribute(inputs) -> (N, 1, h, w)`` maps, with
@@ -91,7 +91,7 @@ def multiscale_attribute(
             Default: None (the size of the first scale's map)
 
     Returns:
-        Tensor: ``(N, 1, H, W)`` averaged maps.
+        Tensor: ``(N, 1, H, W)`` averaged maps, each divided by its maximum.
 
     Examples::
 
@@ -100,7 +100,7 @@ def multiscale_attribute(
         >>> left = lambda x: torch.tensor([[[[2.0, 2.0, 0.0, 0.0]]]])  # always the left
         >>> x = torch.zeros(1, 3, 8, 8)
         >>> multiscale_attribute(left, x, scales=[1.0], flips=True)[0, 0].tolist()
-        [[0.5, 0.5, 0.5, 0.5]]
+        [[1.0, 1.0, 1.0, 1.0]]
     """
     values = check_scales(scales)
     batch = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -122,4 +122,6 @@ def multiscale_attribute(
             total = maps if total is None else total + maps
             count += 1
     assert total is not None
-    return total / count
+    # Normalised again, as IRN does after summing: the peaks of the passes need not
+    # coincide, and a map of the package peaks at 1.
+    return total / total.amax(dim=(-2, -1), keepdim=True).clamp(min=_TINY)

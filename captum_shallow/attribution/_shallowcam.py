@@ -271,7 +271,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                         the input's ``(H, W)``.
                         Default: None (the shallowest layer's resolution)
             return_layer_maps (bool, optional): Also return each layer's raw map
-                        (before normalisation and upsampling).
+                        (before normalisation and upsampling); with several
+                        scales or flips, those of the first scale's unmirrored
+                        pass.
                         Default: False
             attribute_to_layer_input (bool, optional): Use the layers' inputs
                         instead of their outputs.
@@ -298,8 +300,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         Raises:
             ValueError: For an empty batch, a target the model's output cannot
                 take, a layer that does not run once per forward pass, a layer
-                map holding NaN or inf (the message names the layer), or
-                ``return_layer_maps`` with several scales or flips.
+                map holding NaN or inf (the message names the layer).
         """
         scales = self.scales if scales is None else check_scales(scales)
         flips = self.flips if flips is None else bool(flips)
@@ -308,14 +309,16 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         if scales == (1.0,) and not flips:
             fused, layer_maps = self._fused(formatted, output_size, *args)
             return (fused, layer_maps) if return_layer_maps else fused
-        if return_layer_maps:
-            raise ValueError(
-                "return_layer_maps needs one scale (1.0) and no flips: every scale and "
-                "flip has its own layer maps"
-            )
-        return multiscale_attribute(
-            lambda batch: self._fused(batch, None, *args)[0], formatted, scales, flips, output_size
-        )
+        first: list[list[Tensor]] = []
+
+        def one_pass(batch: tuple[Tensor, ...]) -> Tensor:
+            fused, layer_maps = self._fused(batch, None, *args)
+            if not first:
+                first.append(layer_maps)
+            return fused
+
+        fused = multiscale_attribute(one_pass, formatted, scales, flips, output_size)
+        return (fused, first[0]) if return_layer_maps else fused
 
     def _fused(
         self,
@@ -430,6 +433,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         """
         preset = layer_preset(model, input_size, additional_forward_args)
         kwargs.setdefault("reshape", preset.reshape)
+        if isinstance(getattr(model, "image_size", None), int):
+            # A ViT's position embeddings fix its input size: no other scale runs.
+            kwargs.setdefault("scales", (1.0,))
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 
     def __repr__(self) -> str:
