@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from captum_shallow import GradientTruncation, TaskDefaults
+from captum_shallow.attribution import TASK_DEFAULTS
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -159,3 +160,22 @@ def test_a_choice_maps_to_task_defaults() -> None:
         gates="layers",
         threshold=0.3,
     )
+
+
+def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> None:
+    real = real_photos.load_real([BENCHMARKS / "results" / "real_photos_scores.json"])
+    synthetic = quality.load_scores([BENCHMARKS / "results" / "quality_scores.json"])
+    configs = real_photos.real_configs()
+    choice = real_photos.choose_real(real, synthetic, configs)
+    # Lite2 changes nothing: the rule never reads it.
+    assert "efficientnet-lite2" in real.values
+    real.values.pop("efficientnet-lite2")
+    assert real_photos.choose_real(real, synthetic, configs) == choice
+    assert choice["segmentation"]["config"] == SEG.key
+    assert choice["segmentation"]["multiscale"] == "x1,0.5,1.5,2+flip 8"
+    assert choice["localisation"]["config"] == LOC.key
+    assert real_photos.task_defaults_of(choice) == dict(TASK_DEFAULTS)
+    # Each shipped threshold is within 1 point of its map's best IoU on both models.
+    for entry in choice.values():
+        for model in real_photos.CHOOSING:
+            assert entry["iou_at_threshold"][model] >= entry["iou_best"][model] - 0.01

@@ -132,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     ]
     segmentation = task_defaults("segmentation")
     seg_map = ShallowCAM(model, fused_layers, task="segmentation").attribute(inputs, target=target)
-    mask = _pseudo_mask(seg_map.detach(), tuple(photo.shape[-2:]), segmentation.threshold)
+    mask = _pseudo_mask(
+        seg_map.detach(), (int(photo.shape[-2]), int(photo.shape[-1])), segmentation.threshold
+    )
     maps.append(mask)
     titles = [
         f"Grad-CAM at {preset.last}\n{_size(maps[0])}, last stage",
