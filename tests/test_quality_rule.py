@@ -130,7 +130,8 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     assert choice["localisation"]["relaxed"].endswith("relaxed: mIoU")
     # Real photos now decide (benchmarks/real_photos.py, tests/test_real_photos_rule.py):
     # this rule's choice is the configuration each shipped default replaced or kept,
-    # and the thresholds are calibrated on the photos instead.
+    # and the thresholds (and segmentation's scales and flips) come from the photos.
     chosen = quality.task_defaults_of(choice)
     for task, shipped in TASK_DEFAULTS.items():
-        assert dataclasses.replace(chosen[task], threshold=shipped.threshold) == shipped
+        from_photos = {"threshold": shipped.threshold, "scales": shipped.scales}
+        assert dataclasses.replace(chosen[task], **from_photos, flips=shipped.flips) == shipped
