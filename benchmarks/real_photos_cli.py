@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -102,7 +103,9 @@ def main() -> None:
     parser.add_argument(
         "--every", type=int, default=1, help="every N-th photo only (the multi-scale subset)"
     )
-    parser.add_argument("extra", nargs="*", help="further pseudo-masks options (after --)")
+    parser.add_argument(
+        "--options", default="", help='further pseudo-masks options, e.g. "--scales 1 --no-flips"'
+    )
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="realmasks_cli_"))
     if work.resolve().is_relative_to(REPO):
@@ -113,7 +116,7 @@ def main() -> None:
     command += ["--root", str(work / "images"), "--labels", str(work / "labels.csv")]
     command += ["--classes", str(work / "classes.txt"), "--arch", "efficientnet-lite0"]
     command += ["--weights", str(work / "lite0_targets.pth"), "--out", str(work / "pred")]
-    command += ["--workers", "0", "--threads", str(args.threads), *args.extra]
+    command += ["--workers", "0", "--threads", str(args.threads), *shlex.split(args.options)]
     print("$", " ".join(command), flush=True)
     subprocess.run(command, check=True)
     binarise(work / "pred", work / "pred01")
