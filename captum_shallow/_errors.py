@@ -1,9 +1,59 @@
-"""Errors of the model zoo, worded for a user who typed a name or lacks a package."""
+"""The package's errors for its users: one line that names what to fix (a name, a
+path, a file, a missing package)."""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem the user can fix: a bad option, path or file, a locked or full disk.
+
+    Its message is one line that names the problem. The command line prints it as
+    ``captum-shallow: error: ...`` and exits with :attr:`exit_code` (2), without a
+    traceback; the library raises it where a command and the Python API share a
+    step (writing files, running a pseudo-mask job), and a traceback is kept for
+    real bugs.
+    """
+
+    exit_code = 2
+
+
+class WriteError(UserError, OSError):
+    """A file could not be written (a missing or read-only folder, a full disk).
+
+    It is an :class:`OSError` too, with the ``errno``, ``strerror`` and
+    ``filename`` of the failed call, so a caller can tell a full disk apart.
+    """
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal that asks a program to end: Ctrl-C's ``SIGINT``,
+    or a cluster scheduler's ``SIGTERM``, ``SIGHUP``, ``SIGUSR1``, ``SIGUSR2`` or
+    ``SIGXCPU``.
+
+    It is a :class:`KeyboardInterrupt`, so cleanup written for Ctrl-C (temporary
+    files removed, a manifest marked interrupted) runs for every such signal;
+    ``signum`` says which one (the exit status is ``128 + signum``).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    """``"SIGTERM"`` for 15, ``"signal 99"`` for a number without a name."""
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 class MissingDependencyError(ImportError):
@@ -40,3 +90,25 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> ValueError:
 
 def _fold(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line: the package's one error formatter.
+
+    Args:
+        error (BaseException): The exception.
+
+    Returns:
+        str: Its message with runs of whitespace (newlines too) made one space,
+        a :class:`KeyError`'s quotes dropped, or the exception's type name when
+        it has no message.
+
+    Examples::
+
+        >>> one_line(ValueError("bad   input"))
+        'bad input'
+    """
+    text = " ".join(str(error).split())
+    if isinstance(error, KeyError) and text.startswith("'"):
+        text = text.strip("'")
+    return text or type(error).__name__

@@ -53,13 +53,10 @@ autoclass_content = "both"  # a class's docstring and its __init__'s Args
 exclude_patterns = ["_build", "_generated", "**.ipynb_checkpoints"]
 templates_path: list[str] = []
 html_static_path = ["_static"]
-html_theme = "alabaster"
-html_theme_options = {
-    "description": "High-resolution CAMs from shallow layers, as Captum attributions",
-    "fixed_sidebar": True,
-}
+# Furo (the ``docs`` extra): its sidebar holds the whole table of contents, so every
+# page reaches the API reference; it needs no network at build or read time.
+html_theme = "furo"
 html_title = f"captum_shallow {release}"
-pygments_style = "sphinx"
 
 
 # ----------------------------------------------------------------- generated pages
@@ -159,9 +156,9 @@ def _data_docstring(
     """Document a re-exported constant by its ``#:`` comment, never by its type's docstring.
 
     autodoc reads ``#:`` comments only in the module named in the directive; for
-    ``captum_shallow.DEFAULT_TRUNCATION`` (defined in ``captum_shallow.fusion``)
-    it would fall back to the docstring of ``GradientTruncation``, of ``tuple``
-    or of ``dict``.
+    ``captum_shallow.datasets.SAMPLE_PHOTOS`` (defined in
+    ``captum_shallow.datasets._photos``) it would fall back to the docstring of
+    ``dict``, of ``tuple`` or of the value's class.
     """
     if what != "data":
         return

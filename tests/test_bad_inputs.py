@@ -25,7 +25,6 @@ from PIL import Image
 from torch import nn
 from torchvision.models import resnet18
 
-import captum_shallow.cli._files as cli_files
 import captum_shallow.io._atomic as atomic_module
 import captum_shallow.segmentation._mask_pipeline as pipeline_module
 from captum_shallow import GradientTruncation, LayerCAM, LayerGradCam, ShallowCAM, fuse_maps
@@ -257,9 +256,9 @@ class _FillingDisk:
         self.reserved = False
         self.masks = 0
         self.real_writer = pipeline_module.atomic_write
-        self.real_open = cli_files.open_temporary
+        self.real_open = atomic_module.open_temporary
         monkeypatch.setattr(pipeline_module, "atomic_write", self.writer)
-        monkeypatch.setattr(cli_files, "open_temporary", self.open_temporary)
+        monkeypatch.setattr(atomic_module, "open_temporary", self.open_temporary)
 
     def reserves(self) -> list[Path]:
         return list(self.out.glob(f"{TEMPORARY_PREFIX}reserve.*"))
@@ -325,7 +324,7 @@ def test_ctrl_c_leaves_a_true_manifest_and_the_run_resumes(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import captum_shallow.cli._pseudo_masks as command
+    import captum_shallow.segmentation._runner as command
 
     real = command.run_masks
 
@@ -373,7 +372,7 @@ def test_a_report_that_does_not_fit_still_updates_the_manifest(
     out = tmp_path / "out"
     out.mkdir()
     (out / "failures.txt").write_text("an earlier run's list\n")
-    _no_space_for("failures.txt", cli_files, monkeypatch)
+    _no_space_for("failures.txt", atomic_module, monkeypatch)
     message = _one_line_error(capsys, _masks_argv(dataset, out))
     assert message == f"cannot write {out / 'failures.txt'}: No space left on device"
     assert not (out / "failures.txt").exists()  # the earlier list would now be false
@@ -446,6 +445,7 @@ def test_two_images_that_would_write_one_mask_are_refused(
 # --- 6. resume after the labels changed ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "content", "changed"),
     [
@@ -501,6 +501,7 @@ def test_resume_after_the_voc_masks_the_labels_are_read_off_changed_is_refused(
 # --- 7. two runs on one --out --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_out_is_refused_and_a_stale_lock_taken_over(
     dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -133,6 +133,7 @@ def _captions_of(command: Any, monkeypatch: pytest.MonkeyPatch) -> list[str | No
     return captions
 
 
+@pytest.mark.slow
 def test_the_explain_figure_says_what_every_map_was_computed_with(
     tmp_path: Path, photos: dict[str, Path], resnet_weights: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -153,6 +154,7 @@ def test_the_explain_figure_says_what_every_map_was_computed_with(
     ]
 
 
+@pytest.mark.slow
 def test_the_demo_figure_says_what_the_shallowcam_panel_was_computed_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,6 +179,7 @@ def test_a_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
 # --- explain in-process on a small user model ------------------------------------------
 
 
+@pytest.mark.slow
 def test_explain_runs_a_user_architecture_with_chosen_layers_and_method(
     tmp_path: Path, photos: dict[str, Path], resnet_weights: Path
 ) -> None:

@@ -205,6 +205,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedClassifier:
     return result
 
 
+@pytest.mark.slow
 def test_fine_tuning_is_deterministic_and_cached(
     trained: TrainedClassifier, lite0: nn.Module
 ) -> None:

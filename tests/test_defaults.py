@@ -9,20 +9,19 @@ import pytest
 import torch
 from torch import nn
 
+import captum_shallow
 from captum_shallow import (
-    DEFAULT_TRUNCATION,
     GradientTruncation,
     ShallowCAM,
     TaskDefaults,
     task_defaults,
 )
-from captum_shallow.attribution import (
-    DEFAULT_FUSED_TRUNCATION,
-    DEFAULT_FUSION,
-    TASK_DEFAULTS,
-    _defaults,
-)
+from captum_shallow import attribution as attribution_package
+from captum_shallow.attribution import TASK_DEFAULTS, _defaults
 from captum_shallow.models import build_model, load_model
+
+SOFT_90 = GradientTruncation("soft", quantile=0.9)
+LOCALISATION = task_defaults("localisation")
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +30,39 @@ def resnet() -> nn.Module:
     return build_model("resnet18").eval()
 
 
-def test_default_values_are_the_documented_ones() -> None:
-    assert GradientTruncation("soft", quantile=0.90, scope="sample") == DEFAULT_TRUNCATION
-    # The localisation task's values (docs/evidence.rst).
-    assert DEFAULT_FUSION == "mean"
-    assert GradientTruncation("soft", quantile=0.5) == DEFAULT_FUSED_TRUNCATION
+@pytest.mark.parametrize(
+    ("module", "name", "instead", "value"),
+    [
+        (captum_shallow, "DEFAULT_TRUNCATION", 'GradientTruncation("soft", quantile=0.9)', SOFT_90),
+        (attribution_package, "DEFAULT_TRUNCATION", "GradientTruncation", SOFT_90),
+        (attribution_package, "DEFAULT_FUSION", 'task_defaults("localisation").fusion', "mean"),
+        (
+            attribution_package,
+            "DEFAULT_FUSED_TRUNCATION",
+            'task_defaults("localisation").truncation',
+            LOCALISATION.truncation,
+        ),
+    ],
+)
+def test_the_old_default_aliases_warn_and_give_their_value(
+    module: object, name: str, instead: str, value: object
+) -> None:
+    # One source of the defaults: the task defaults; the aliases stay until 0.3.
+    with pytest.warns(
+        DeprecationWarning, match=r"is deprecated and will be removed in 0\.3"
+    ) as got:
+        assert getattr(module, name) == value
+    assert instead in str(got[0].message)
+    assert name not in module.__all__  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="has no attribute 'DEFAULT_GAMMA'"):
+        _ = module.DEFAULT_GAMMA  # type: ignore[attr-defined]
 
 
 def test_from_model_takes_the_preset_layers_from_stride_4_to_the_last(resnet: nn.Module) -> None:
     cam = ShallowCAM.from_model(resnet)
     assert [m for m in cam.layers] == [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
-    assert cam.fusion == DEFAULT_FUSION
-    assert cam.truncations == [DEFAULT_FUSED_TRUNCATION] * 4
+    assert cam.fusion == LOCALISATION.fusion == "mean"
+    assert cam.truncations == [LOCALISATION.truncation] * 4
     assert (cam.propagation, cam.gates) == (GradientTruncation("soft", quantile=0.9), "layers")
     assert cam.gamma is None
 
@@ -55,9 +75,9 @@ def test_from_model_on_efficientnet_lite0_skips_the_stride_2_block() -> None:
 
 
 def test_from_model_keyword_arguments_override_the_defaults(resnet: nn.Module) -> None:
-    cam = ShallowCAM.from_model(resnet, fusion="max", truncation=DEFAULT_TRUNCATION, gamma=2.0)
+    cam = ShallowCAM.from_model(resnet, fusion="max", truncation=SOFT_90, gamma=2.0)
     assert cam.fusion == "max"
-    assert cam.truncations == [DEFAULT_TRUNCATION] * 4
+    assert cam.truncations == [SOFT_90] * 4
     assert cam.gamma == 2.0
 
 
@@ -87,7 +107,7 @@ def test_both_tasks_hold_the_documented_defaults() -> None:
     # The values chosen by benchmarks/real_photos.py's rule (docs/evidence.rst).
     soft = GradientTruncation("soft", quantile=0.5)
     localisation = task_defaults("localisation")
-    assert (localisation.fusion, localisation.truncation) == (DEFAULT_FUSION, soft)
+    assert (localisation.fusion, localisation.truncation) == ("mean", soft)
     assert (localisation.propagation, localisation.gates, localisation.threshold) == (
         GradientTruncation("soft", quantile=0.9),
         "layers",
@@ -115,7 +135,7 @@ def test_the_task_fills_what_is_not_given_and_explicit_arguments_win(
     layers = [net[0], net[2]]
     segmentation = TaskDefaults(
         fusion="geometric",
-        truncation=DEFAULT_TRUNCATION,
+        truncation=SOFT_90,
         propagation="positive",
         gates="relu",
         threshold=0.05,
@@ -124,7 +144,7 @@ def test_the_task_fills_what_is_not_given_and_explicit_arguments_win(
     cam = ShallowCAM(net, layers, task="segmentation")
     assert (cam.fusion, cam.truncations, cam.propagation, cam.gates, cam.task) == (
         "geometric",
-        [DEFAULT_TRUNCATION] * 2,
+        [SOFT_90] * 2,
         "positive",
         "relu",
         "segmentation",
@@ -235,6 +255,7 @@ def _swin_t() -> nn.Module:
     return swin_t(num_classes=5).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("make", "size"), [(_tiny_vit, 32), (_swin_t, 64)])
 def test_task_relu_gates_act_at_the_gelu_modules_of_transformers(
     make: Callable[[], nn.Module], size: int

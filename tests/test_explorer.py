@@ -30,7 +30,6 @@ from captum_shallow.visualization._explorer import (
     EXPLORER_FUSIONS,
     PHOTO_PIXELS,
     PHOTO_SIDE,
-    cam_settings,
     toggle_meaning,
 )
 
@@ -96,16 +95,19 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
         (15, 15),
         (8, 8),
     ]
-    assert dict(data["settings"]) == {
-        "model": "net",
-        "layers": "stage1, stage2, stage3",
-        "method": "LayerCAM",
-        "truncation": "none",
-        "propagation": "none",
-        "input": "60×60 px",
-        "fusion": "product",
-        "task": "localisation",
-    }
+    # The model and the input size, then the explainer's own settings().
+    assert data["settings"] == [
+        ["model", "net"],
+        ["input", "60×60 px"],
+        ["layers", "stage1, stage2, stage3"],
+        ["method", "LayerCAM"],
+        ["truncation", "none"],
+        ["fusion", "product"],
+        ["gamma", "none"],
+        ["propagation", "none"],
+        ["gates", "none"],
+        ["task", "localisation"],
+    ]
     # The threshold starts at the task's (localisation), as pseudo-masks --task uses it.
     assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.19)
     assert data["toggling"] == toggle_meaning(
@@ -177,16 +179,21 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
         gamma=2.0,
         propagation=None,
     )
-    settings = cam_settings(cam)
-    assert settings == {
-        "model": "ExplorerNet",
+    assert cam.settings() == {
         "layers": "stage1, stage3",
         "method": "LayerGradCam",
         "truncation": "stage1: soft:quantile=0.9; stage3: none",
+        "fusion": "product",
+        "gamma": "2",
         "propagation": "none",
-        "fusion": "product, each layer map scaled by tanh(2·M)",
+        "gates": "none",
         "task": "localisation",
     }
+    assert repr(cam) == (
+        "ShallowCAM(layers='stage1, stage3', method='LayerGradCam', "
+        "truncation='stage1: soft:quantile=0.9; stage3: none', fusion='product', gamma='2', "
+        "propagation='none', gates='none', task='localisation')"
+    )
     cam = ShallowCAM(
         net,
         [net.stage1, net.stage3],
@@ -194,7 +201,7 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
         gates=[net.stage3],
         task="segmentation",
     )
-    settings = cam_settings(cam, "net", 60)
+    settings = cam.settings()
     assert (settings["propagation"], settings["gates"], settings["task"]) == (
         "positive",
         "stage3",
@@ -330,6 +337,7 @@ def test_bad_arguments_are_clear_errors(
         small_explorer.fragment('x" onload="alert(1)')
 
 
+@pytest.mark.slow
 def test_explain_html_writes_one_page_of_every_image(tmp_path: Path) -> None:
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -366,6 +374,15 @@ def test_explain_html_writes_one_page_of_every_image(tmp_path: Path) -> None:
         assert image["classes"][image["initial"]]["index"] == 5
         assert len(indices) == (5 if 5 in indices[:5] else 6)
     assert (out / "report.html").stat().st_size < 2 * BYTES_PER_IMAGE
+
+
+def test_an_explorer_built_by_hand_starts_at_the_localisation_tasks_defaults(
+    small_explorer: Explorer,
+) -> None:
+    explorer = Explorer(small_explorer.images, ["a", "b", "c"], {})
+    assert (explorer.fusion, explorer.threshold) == ("mean", 0.19)
+    defaults = task_defaults("localisation")
+    assert (explorer.fusion, explorer.threshold) == (defaults.fusion, defaults.threshold)
 
 
 def test_explain_without_html_writes_no_page(tmp_path: Path) -> None:

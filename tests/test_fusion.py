@@ -8,13 +8,15 @@ from captum.attr import NoiseTunnel
 from torch import Tensor, nn
 
 from captum_shallow import (
-    DEFAULT_TRUNCATION,
     GradientTruncation,
     LayerCAM,
     LayerGradCam,
     ShallowCAM,
     fuse_maps,
 )
+
+#: A soft truncation at the per-sample 0.9 quantile, the one the single-layer tests use.
+SOFT_90 = GradientTruncation("soft", quantile=0.9)
 
 
 class ThreeStageNet(nn.Module):
@@ -83,12 +85,10 @@ def test_defaults_are_the_localisation_tasks(net: ThreeStageNet) -> None:
 def test_layer_maps_equal_separate_layercam_runs(net: ThreeStageNet, images: Tensor) -> None:
     target = [0, 3, 1]
     fused, layer_maps = ShallowCAM(
-        net, _layers(net), truncation=DEFAULT_TRUNCATION, fusion="max", propagation=None
+        net, _layers(net), truncation=SOFT_90, fusion="max", propagation=None
     ).attribute(images, target=target, return_layer_maps=True)
     for layer, layer_map in zip(_layers(net), layer_maps):
-        expected = LayerCAM(net, layer, truncation=DEFAULT_TRUNCATION).attribute(
-            images, target=target
-        )
+        expected = LayerCAM(net, layer, truncation=SOFT_90).attribute(images, target=target)
         torch.testing.assert_close(layer_map, expected)
     torch.testing.assert_close(fused, fuse_maps(layer_maps, fusion="max"))
     assert fused.shape == (3, 1, 16, 16)
@@ -98,7 +98,7 @@ def test_layer_maps_equal_separate_layercam_runs(net: ThreeStageNet, images: Ten
 
 
 def test_per_layer_truncations_and_other_methods(net: ThreeStageNet, images: Tensor) -> None:
-    truncations = [GradientTruncation("hard", quantile=0.5), None, DEFAULT_TRUNCATION]
+    truncations = [GradientTruncation("hard", quantile=0.5), None, SOFT_90]
     _, layer_maps = ShallowCAM(
         net,
         _layers(net),
@@ -145,7 +145,7 @@ def test_batch_gives_what_each_sample_gives_alone(net: ThreeStageNet, images: Te
 
 
 def test_noise_tunnel_without_noise_equals_shallowcam(net: ThreeStageNet, images: Tensor) -> None:
-    cam = ShallowCAM(net, _layers(net), truncation=DEFAULT_TRUNCATION)
+    cam = ShallowCAM(net, _layers(net), truncation=SOFT_90)
     expected = cam.attribute(images, target=[0, 1, 2])
     tunnel = NoiseTunnel(cam).attribute(images, nt_samples=2, stdevs=0.0, target=[0, 1, 2])
     torch.testing.assert_close(tunnel, expected)
@@ -160,8 +160,8 @@ def test_truncation_none_turns_the_denoiser_off(net: ThreeStageNet, images: Tens
 
 def test_repr(net: ThreeStageNet) -> None:
     text = repr(ShallowCAM(net, [net.stage1, net.stage3], fusion="mean", gamma=2.0))
-    assert text.startswith("ShallowCAM(layers=['stage1', 'stage3'], method=LayerCAM")
-    assert "fusion='mean', gamma=2.0" in text
+    assert text.startswith("ShallowCAM(layers='stage1, stage3', method='LayerCAM'")
+    assert "fusion='mean', gamma='2'" in text
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,11 @@ def test_repr(net: ThreeStageNet) -> None:
     [
         ({"fusion": "median"}, ValueError, "fusion must be one of"),
         ({"gamma": 0.0}, ValueError, "gamma must be positive"),
-        ({"method": nn.Conv2d}, TypeError, "method must be one of captum_shallow's CAM classes"),
+        (
+            {"method": nn.Conv2d},
+            TypeError,
+            "method must be a CAM class, a subclass of captum_shallow.CAMBase",
+        ),
         ({"truncation": [None]}, ValueError, "got 1 truncations for 3 layers"),
         ({"truncation": "soft"}, TypeError, "truncation must be a GradientTruncation"),
     ],

@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 import captum_shallow.models._efficientnet_lite as lite_module
-from captum_shallow import DEFAULT_TRUNCATION, ShallowCAM
+from captum_shallow import GradientTruncation, ShallowCAM
 from captum_shallow.datasets import SAMPLE_PHOTOS, class_index, imagenet_classes, sample_photo
 from captum_shallow.io import IMAGENET_MEAN, IMAGENET_STD, load_image, preprocess, read_image
 from captum_shallow.models import (
@@ -208,7 +208,11 @@ def test_fused_truncated_map_puts_more_mass_on_the_cat_than_layercam(model: nn.M
         inputs, target=285
     )
     truncated = ShallowCAM(
-        model, layers, truncation=DEFAULT_TRUNCATION, fusion="max", propagation=None
+        model,
+        layers,
+        truncation=GradientTruncation("soft", quantile=0.9),
+        fusion="max",
+        propagation=None,
     ).attribute(inputs, target=285)
     default = ShallowCAM(model, layers).attribute(inputs, target=285)
     assert truncated.shape == default.shape == (1, 1, 56, 112)

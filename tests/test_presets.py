@@ -114,6 +114,7 @@ def _meta_model(arch: str) -> nn.Module:
     return construct_on_meta(arch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(EXPECTED))
 def test_preset_lists_stage_outputs_shallow_to_deep(arch: str) -> None:
     preset = layer_preset(_meta_model(arch), 224)
@@ -126,6 +127,7 @@ def test_preset_lists_stage_outputs_shallow_to_deep(arch: str) -> None:
     assert preset.map_sizes == tuple((224 // s, 224 // s) for s in strides)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", list(EXPECTED))
 def test_preset_modules_run_exactly_once_per_forward(arch: str) -> None:
     model = _meta_model(arch)

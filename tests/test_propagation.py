@@ -389,8 +389,7 @@ def test_settings_are_attributes_and_in_the_repr() -> None:
     assert repr(LayerCAM(net, net[0])) == "LayerCAM(layer='0', truncation=None)"
     fused = ShallowCAM(net, [net[0], net[2]], propagation=GradientTruncation("hard", value=0.1))
     assert repr(fused).endswith(
-        "propagation=GradientTruncation(mode='hard', value=0.1, scope='sample'), "
-        "gates='layers', task='localisation')"
+        "propagation='hard:value=0.1', gates='layers', task='localisation')"
     )
 
 

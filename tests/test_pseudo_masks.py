@@ -149,6 +149,13 @@ def test_masks_are_voc_palette_pngs_of_each_image_size(voc: Path, reference: Pat
     assert manifest["written"] == IMAGES
     assert manifest["config"]["layers"] == ["layer1", "layer2", "layer3", "layer4"]
     assert manifest["config"]["batch_size"] == 3
+    # What the masks were computed with: the ShallowCAM's settings, as it describes them.
+    cam = manifest["config"]["cam"]
+    assert (cam["layers"], cam["method"], cam["task"]) == (
+        "layer1, layer2, layer3, layer4",
+        "LayerCAM",
+        "segmentation",
+    )
     assert "torch" in manifest["versions"]
 
 
@@ -266,6 +273,7 @@ def test_folder_dataset_with_labels_and_classes_files(tmp_path: Path) -> None:
     assert not c.any()  # no class present: all background, and the run went on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -1,4 +1,5 @@
-"""The README: its two fresh-machine commands (which CI runs), its extras table, its quickstart."""
+"""The README: its title and two fresh-machine commands (which CI runs), its extras
+table, its quickstart."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_opens_with_the_two_fresh_machine_commands() -> None:
+def test_readme_opens_with_its_title_and_the_two_fresh_machine_commands() -> None:
     text = README.read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    assert text.startswith("```bash\n")
+    # The title, then at once the two commands.
+    assert text.startswith("# captum_shallow\n\n```bash\n")
     assert blocks[0].strip() == 'pip install -e ".[demo]" && captum-shallow demo'
-    assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest'
+    # -m "": every test, the slow and browser ones that a plain run deselects included.
+    assert blocks[1].strip() == 'pip install -e ".[test]" && python -m pytest -m ""'
     # CI runs both verbatim, in order, each failing the run when it fails.
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     lines = [ci.index(f"{block.strip()} || exit") for block in blocks[:2]]

@@ -122,6 +122,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedClassifier:
     return result
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_and_cached(trained: TrainedClassifier) -> None:
     assert not trained.cached
     assert trained.path.exists()

@@ -171,6 +171,7 @@ def test_low_precision_matches_float64(dtype: torch.dtype, mode: str) -> None:
     torch.testing.assert_close(out.to(torch.float64), expected, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_inputs_beyond_torch_quantile_size_cap() -> None:
     # torch.quantile refuses inputs of more than 2**24 entries; a shallow VGG-16
     # layer at batch 8 (64 x 224 x 224 x 8 = 25.7M) is larger.

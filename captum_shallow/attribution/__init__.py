@@ -2,7 +2,12 @@
 :class:`ShallowCAM`, the gradient truncation they take, and ShallowCAM's
 defaults per task."""
 
+from collections.abc import Callable
+from typing import Any
+
+from .._moved import deprecated_alias
 from ._cams import (
+    CAMBase,
     LayerCAM,
     LayerGradCam,
     LayerGradCamPlusPlus,
@@ -12,20 +17,36 @@ from ._cams import (
 from ._defaults import TASK_DEFAULTS, TaskDefaults, task_defaults
 from ._fusion import Fusion, fuse_maps
 from ._multiscale import IRN_SCALES, multiscale_attribute
-from ._shallowcam import (
-    DEFAULT_FUSED_TRUNCATION,
-    DEFAULT_FUSION,
-    DEFAULT_TRUNCATION,
-    ShallowCAM,
-)
+from ._shallowcam import ShallowCAM
 from ._truncation import GradientTruncation
 
+#: Deprecated aliases (CHANGELOG.md, 0.2.0): each name, what to write instead, and
+#: its value. The task defaults are the one source of ShallowCAM's defaults;
+#: ``DEFAULT_TRUNCATION`` was the default of no parameter.
+_DEPRECATED: dict[str, tuple[str, Callable[[], Any]]] = {
+    "DEFAULT_FUSION": (
+        'task_defaults("localisation").fusion',
+        lambda: task_defaults("localisation").fusion,
+    ),
+    "DEFAULT_FUSED_TRUNCATION": (
+        'task_defaults("localisation").truncation',
+        lambda: task_defaults("localisation").truncation,
+    ),
+    "DEFAULT_TRUNCATION": (
+        'GradientTruncation("soft", quantile=0.9)',
+        lambda: GradientTruncation("soft", quantile=0.9),
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_alias(__name__, name, _DEPRECATED)
+
+
 __all__ = [
-    "DEFAULT_FUSED_TRUNCATION",
-    "DEFAULT_FUSION",
-    "DEFAULT_TRUNCATION",
     "IRN_SCALES",
     "TASK_DEFAULTS",
+    "CAMBase",
     "Fusion",
     "GradientTruncation",
     "LayerCAM",

@@ -3,9 +3,9 @@ r"""The CAM family as Captum layer attributions, each taking a gradient truncati
 With activations :math:`A` of shape ``(N, K, H, W)``, the gradient of the target
 score :math:`G = \partial y^c / \partial A` and :math:`W = T(G)` (or :math:`G`
 without truncation), a method is a weighting rule :math:`w(W, A)`; the map is
-:math:`\sum_k w_k \odot A_k`. :class:`_TruncatedLayerCAM` does Captum's plumbing
+:math:`\sum_k w_k \odot A_k`. :class:`CAMBase` does Captum's plumbing
 once and applies the truncation in one place; each method only overrides
-:meth:`_TruncatedLayerCAM.weights`.
+:meth:`CAMBase.weights`.
 """
 
 from __future__ import annotations
@@ -37,10 +37,40 @@ def _spatial_dims(tensor: Tensor) -> tuple[int, ...]:
     return tuple(range(2, tensor.dim()))
 
 
-class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
-    """Base of the CAM family: Captum plumbing, truncation and the final sum.
+class CAMBase(LayerAttribution, GradientAttribution):
+    r"""The base class of the CAM family: Captum's plumbing, the truncation and the sum.
 
-    A subclass sets its published ReLU default and overrides :meth:`weights`.
+    With the layer's activations :math:`A`, the gradient :math:`G` of the target
+    score at the layer and the truncation :math:`T` (the identity without one), a
+    method is its weighting rule :math:`w`:
+
+    .. math::
+
+        L^c = \mathrm{ReLU}\Big(\sum_k w(T(G), A)_k \odot A_k\Big)
+
+    A subclass overrides :meth:`weights` and sets ``relu_by_default`` (the
+    published method's final ReLU), ``needs_spatial`` and ``elementwise_weights``
+    where they differ; the truncation is applied in :meth:`layer_attribution`, the
+    one place it is. :class:`~captum_shallow.ShallowCAM` takes any subclass as its
+    ``method``.
+
+    Examples::
+
+        >>> import torch
+        >>> from captum.testing.helpers.basic_models import BasicModel_ConvNet_One_Conv
+        >>> from captum_shallow import CAMBase
+        >>> class GradientSignCAM(CAMBase):  # one weight per element: the gradient's sign
+        ...     elementwise_weights = True
+        ...
+        ...     @staticmethod
+        ...     def weights(gradient, activation):
+        ...         return gradient.sign()
+        >>> gradient = torch.tensor([[[[2.0, -3.0]]]])  # (1, 1, 1, 2)
+        >>> GradientSignCAM.layer_attribution(gradient, torch.ones(1, 1, 1, 2), None)
+        tensor([[[[1., 0.]]]])
+        >>> net = BasicModel_ConvNet_One_Conv()
+        >>> GradientSignCAM(net, net.conv1).attribute(torch.rand(1, 1, 4, 4), target=0).shape
+        torch.Size([1, 1, 2, 2])
     """
 
     #: Whether ``relu_attributions=None`` means ReLU (the published method's choice).
@@ -304,7 +334,7 @@ class _TruncatedLayerCAM(LayerAttribution, GradientAttribution):
         return text + ")"
 
 
-class LayerGradCam(_TruncatedLayerCAM):
+class LayerGradCam(CAMBase):
     r"""Grad-CAM (Selvaraju et al. 2017, https://arxiv.org/abs/1610.02391), truncation added.
 
     A drop-in superset of :class:`captum.attr.LayerGradCam`: same arguments,
@@ -339,7 +369,7 @@ class LayerGradCam(_TruncatedLayerCAM):
         return gradient.mean(dim=_spatial_dims(gradient), keepdim=True)
 
 
-class LayerHiResCam(_TruncatedLayerCAM):
+class LayerHiResCam(CAMBase):
     r"""HiResCAM (Draelos and Carin 2020, https://arxiv.org/abs/2011.08891), truncation added.
 
     The gradient weighs each activation elementwise, so the map is faithful to
@@ -366,7 +396,7 @@ class LayerHiResCam(_TruncatedLayerCAM):
         return gradient
 
 
-class LayerCAM(_TruncatedLayerCAM):
+class LayerCAM(CAMBase):
     r"""LayerCAM (Jiang et al. 2021, https://ieeexplore.ieee.org/document/9462463).
 
     Positive gradients weigh each activation elementwise, which keeps shallow
@@ -394,7 +424,7 @@ class LayerCAM(_TruncatedLayerCAM):
         return gradient.clamp(min=0)
 
 
-class LayerGradCamPlusPlus(_TruncatedLayerCAM):
+class LayerGradCamPlusPlus(CAMBase):
     r"""Grad-CAM++ (Chattopadhay et al. 2018, https://arxiv.org/abs/1710.11063).
 
     With :math:`W = T(G)` and the usual exponential-output approximation of the
@@ -428,7 +458,7 @@ class LayerGradCamPlusPlus(_TruncatedLayerCAM):
         return (alpha * gradient.clamp(min=0)).sum(dim=dims, keepdim=True)
 
 
-class LayerXGradCam(_TruncatedLayerCAM):
+class LayerXGradCam(CAMBase):
     r"""XGrad-CAM (Fu et al. 2020, https://arxiv.org/abs/2008.02312), truncation added.
 
     .. math::

@@ -79,23 +79,23 @@ class TaskDefaults:
             raise ValueError(f"TaskDefaults: threshold must lie in [0, 1], got {self.threshold}")
 
 
-#: Each task's defaults, read-only. Real photos with human masks decide
-#: (``benchmarks/real_photos.py``, ``choose_real()``: 130 photos, EfficientNet-Lite0 and
-#: Lite1); the synthetic WSSS sets and the grids of ``benchmarks/quality.py`` are
-#: constraints: a new default may not lose more than 1 point there against the one it
-#: replaces. No candidate both beat these two configurations on the photos and kept
-#: the constraints, so they stay (quality.py's choice); the scores are in
-#: ``benchmarks/results/real_photos_scores.json`` and a test re-applies the rule to them
-#: (docs/evidence.rst). Both fuse by the mean. Segmentation soft-truncates each layer's
-#: gradient at its per-sample 0.90 quantile and keeps only the positive part of the
-#: gradient flowing back through every ReLU-family call made before the deepest fused
-#: layer returns. Localisation soft-truncates at the layers (median) and at the fused
-#: layers deeper than the shallowest (quantile 0.90). Segmentation also averages the
-#: maps of the input at IRN's scales (1.0, 0.5, 1.5, 2.0) and of its mirror (the rule
-#: takes it: +2.1 and +1.3 points of IoU on Lite0 and Lite1, on one photo in eight;
-#: about 13 times the time of one pass). Thresholds: the best background threshold
-#: on the photos, averaged over Lite0 and Lite1 (within 1 point of each model's best
-#: IoU), of the maps each task makes.
+#: Each task's defaults, read-only, the one source of ShallowCAM's defaults. Real
+#: photos with human masks decide (``benchmarks/real_photos.py``, ``choose_real()``:
+#: 130 photos, EfficientNet-Lite0 and Lite1); the synthetic WSSS sets and the grids of
+#: ``benchmarks/quality.py`` are constraints: a new default may not lose more than 1
+#: point there against the one it replaces. No candidate both beat these two
+#: configurations on the photos and kept the constraints, so they stay (quality.py's
+#: choice); the scores are in ``benchmarks/results/real_photos_scores.json`` and a test
+#: re-applies the rule to them (docs/evidence.rst). Both fuse by the mean. Segmentation
+#: soft-truncates each layer's gradient at its per-sample 0.90 quantile and keeps only
+#: the positive part of the gradient flowing back through every ReLU-family call made
+#: before the deepest fused layer returns. Localisation soft-truncates at the layers
+#: (median) and at the fused layers deeper than the shallowest (quantile 0.90).
+#: Segmentation also averages the maps of the input at IRN's scales (1.0, 0.5, 1.5,
+#: 2.0) and of its mirror (the rule takes it: +2.1 and +1.3 points of IoU on Lite0 and
+#: Lite1, on one photo in eight; about 13 times the time of one pass). Thresholds: the
+#: best background threshold on the photos, averaged over Lite0 and Lite1 (within 1
+#: point of each model's best IoU), of the maps each task makes.
 TASK_DEFAULTS: Mapping[str, TaskDefaults] = MappingProxyType(
     {
         "localisation": TaskDefaults(

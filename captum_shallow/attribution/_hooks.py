@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.nn import Module
 
 from .._modules import first_tensor_device, layer_name, uncompiled
+from ._eval_mode import check_image_dtype, eval_mode
 from ._propagation import Gates, Propagation, propagation_gates
 from ._reshape import Reshape, reshape_layer_tensors
 
@@ -170,6 +171,7 @@ def layer_gradients_and_activations(
     """
 
     forward_func = uncompiled(forward_func)
+    check_image_dtype(inputs)
     target = plain_target(target)
     check_layers(forward_func, layers)
     if torch.is_inference_mode_enabled():
@@ -207,12 +209,15 @@ def layer_gradients_and_activations(
     flags = [tensor.requires_grad for tensor in inputs]
     handles = [layer.register_forward_hook(count_call) for layer in layers]
     try:
-        with propagation_gates(
-            forward_func,
-            layers,
-            propagation,
-            gates,
-            attribute_to_layer_input=attribute_to_layer_input,
+        with (
+            eval_mode(forward_func),
+            propagation_gates(
+                forward_func,
+                layers,
+                propagation,
+                gates,
+                attribute_to_layer_input=attribute_to_layer_input,
+            ),
         ):
             gradients, activations = compute_layer_gradients_and_eval(
                 checked_forward,

@@ -21,8 +21,8 @@ from torch.nn import Module
 
 from .._modules import layer_name
 from ..models import layer_preset, resolve_layers
-from ._cams import LayerCAM, _TruncatedLayerCAM
-from ._defaults import TASK_DEFAULTS, Task, task_defaults
+from ._cams import CAMBase, LayerCAM
+from ._defaults import Task, task_defaults
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import format_inputs, layer_gradients_and_activations
 from ._multiscale import check_scales, multiscale_attribute
@@ -36,21 +36,6 @@ from ._propagation import (
 )
 from ._reshape import Reshape, check_reshape
 from ._truncation import GradientTruncation
-
-#: The truncation for a single shallow layer (the command line's and the tutorials'
-#: default when truncation is asked for): soft, per-sample quantile 0.90. At single
-#: layers it lifts the grid pointing game at every layer of Lite0 and Lite1 and the
-#: pretrained WSSS set's mIoU at every layer; quantile 0.99 localises more but loses
-#: mIoU on the small CNN at every layer (docs/evidence.rst, benchmarks/quality.py).
-DEFAULT_TRUNCATION = GradientTruncation("soft", quantile=0.90)
-
-#: :class:`ShallowCAM`'s fusion for the ``"localisation"`` task (its constructor
-#: default): ``task_defaults("localisation").fusion``.
-DEFAULT_FUSION: Fusion = TASK_DEFAULTS["localisation"].fusion
-
-#: :class:`ShallowCAM`'s truncation for the ``"localisation"`` task (its constructor
-#: default): ``task_defaults("localisation").truncation``.
-DEFAULT_FUSED_TRUNCATION: GradientTruncation | None = TASK_DEFAULTS["localisation"].truncation
 
 
 class _TaskDefault(enum.Enum):
@@ -93,7 +78,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             forward pass (hook blocks, not reused activation modules).
         method (type, optional): The CAM class whose weighting rule is used:
             :class:`LayerCAM`, :class:`LayerGradCam`, :class:`LayerHiResCam`,
-            :class:`LayerGradCamPlusPlus` or :class:`LayerXGradCam`.
+            :class:`LayerGradCamPlusPlus`, :class:`LayerXGradCam` or any other
+            subclass of :class:`~captum_shallow.CAMBase`.
             Default: :class:`LayerCAM`
         truncation (GradientTruncation, sequence or None, optional): One
             truncation for all layers, one per layer, or None to turn the
@@ -147,7 +133,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         self,
         forward_func: Callable[..., Tensor],
         layers: Sequence[Module],
-        method: type[_TruncatedLayerCAM] = LayerCAM,
+        method: type[CAMBase] = LayerCAM,
         truncation: (
             GradientTruncation | Sequence[GradientTruncation | None] | _TaskDefault | None
         ) = _TASK_DEFAULT,
@@ -187,10 +173,10 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         if isinstance(layers, Module):
             layers = [layers]
         layers = list(layers)
-        if not isinstance(method, type) or not issubclass(method, _TruncatedLayerCAM):
+        if not isinstance(method, type) or not issubclass(method, CAMBase):
             raise TypeError(
-                "method must be one of captum_shallow's CAM classes (e.g. LayerCAM), "
-                f"got {method!r}"
+                "method must be a CAM class, a subclass of captum_shallow.CAMBase (e.g. "
+                f"LayerCAM), got {method!r}"
             )
         per_layer: list[Any] = (
             list(truncation)
@@ -438,17 +424,54 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             kwargs.setdefault("scales", (1.0,))
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 
+    def settings(self) -> dict[str, str]:
+        """What this ShallowCAM computes, each setting as text: the one description
+        of its settings, which its ``repr``, the explorer's page, the command line's
+        figure captions and the pseudo-mask manifest show.
+
+        Returns:
+            dict[str, str]: ``layers``, ``method``, ``truncation`` (one for every
+            layer, else ``"layer: truncation"`` per layer), ``fusion``, ``gamma``,
+            ``propagation``, ``gates`` and ``task``; a setting that is off reads
+            ``"none"``, a module its dotted name in the model.
+
+        Examples::
+
+            >>> from torchvision.models import resnet18
+            >>> from captum_shallow import GradientTruncation, ShallowCAM
+            >>> model = resnet18()
+            >>> soft = GradientTruncation("soft", quantile=0.9)
+            >>> cam = ShallowCAM(model, [model.layer1, model.layer4], truncation=[soft, None],
+            ...                  fusion="max", gamma=2.0, propagation=None)
+            >>> cam.settings()  # doctest: +NORMALIZE_WHITESPACE
+            {'layers': 'layer1, layer4', 'method': 'LayerCAM',
+             'truncation': 'layer1: soft:quantile=0.9; layer4: none', 'fusion': 'max',
+             'gamma': '2', 'propagation': 'none', 'gates': 'none', 'task': 'localisation'}
+        """
+        model = self.forward_func
+        names = [layer_name(model, layer) for layer in self.layers]
+        truncations = [_text(truncation) for truncation in self.truncations]
+        gates = describe_gates(model, self.gates)
+        return {
+            "layers": ", ".join(names),
+            "method": self.method.__name__,
+            "truncation": truncations[0]
+            if len(set(truncations)) == 1
+            else "; ".join(f"{n}: {t}" for n, t in zip(names, truncations, strict=True)),
+            "fusion": str(self.fusion),
+            "gamma": "none" if self.gamma is None else f"{self.gamma:g}",
+            "propagation": _text(self.propagation),
+            "gates": ", ".join(gates) if isinstance(gates, list) else _text(gates),
+            "task": str(self.task),
+        }
+
     def __repr__(self) -> str:
-        names = [layer_name(self.forward_func, layer) for layer in self.layers]
-        gates = describe_gates(self.forward_func, self.gates)
-        return (
-            f"ShallowCAM(layers={names}, method={self.method.__name__}, "
-            f"truncation={self.truncations}, fusion={self.fusion!r}, gamma={self.gamma}, "
-            f"propagation={self.propagation!r}, gates={gates!r}, task={self.task!r}"
-            + (
-                f", scales={self.scales}, flips={self.flips}"
-                if self.scales != (1.0,) or self.flips
-                else ""
-            )
-            + ")"
-        )
+        settings = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+        if self.scales != (1.0,) or self.flips:
+            settings += f", scales={self.scales}, flips={self.flips}"
+        return f"ShallowCAM({settings})"
+
+
+def _text(value: object) -> str:
+    """A setting as text: None is ``"none"``."""
+    return "none" if value is None else str(value)

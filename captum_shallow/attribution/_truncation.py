@@ -2,7 +2,7 @@
 
 The paper (arXiv 2308.02118) filters the noise of shallow layers "by truncating
 the positive gradient"; its exact rule is not public. This module implements
-the family reconstructed in the project's METHOD.md: keep the positive part of
+the family reconstructed in docs/method.rst: keep the positive part of
 the gradient, compute a threshold per sample (or per sample and channel) and
 shrink, drop or cap the positive gradient at that threshold.
 """

@@ -5,18 +5,23 @@ Each subcommand is a module with ``NAME``, ``add_parser(subparsers)`` and
 :class:`CLIError` for anything the user can fix; :func:`main` prints it as one
 ``captum-shallow: error: ...`` line and returns 2. Shared pieces for new
 subcommands: ``_options`` (model, layer, method, truncation and target options)
-and ``_files`` (atomic writes: a temporary name in the same folder, then
-:func:`os.replace`).
+and ``_files`` (output folders, figures and arrays, written through the one atomic
+writer, :func:`captum_shallow.io.atomic_write`). The pseudo-mask job runner
+(manifest, resume, lock, disk reserve) is :mod:`captum_shallow.segmentation._runner`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Sequence
-from types import ModuleType
+import threading
+from collections.abc import Iterator, Sequence
+from types import FrameType, ModuleType
 
 from captum_shallow import __version__
+from captum_shallow._errors import Interrupted, one_line, signal_name
 
 from . import _demo, _evaluate_masks, _explain, _pseudo_masks
 from ._errors import CLIError
@@ -74,7 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         int: The exit code: 0 on success, 2 for a usage or user error (one line on
-        stderr, no traceback), 130 on Ctrl-C.
+        stderr, no traceback), ``128 + n`` when signal ``n`` stopped it (130 on
+        Ctrl-C; a scheduler's SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 or SIGXCPU
+        stops it the same way, files complete and the manifest true).
 
     Examples::
 
@@ -83,16 +90,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         captum-shallow ...
         0
     """
+    _printable_output()
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-        code: int = args.handler(args)
+        with _signals_interrupt():
+            args = parser.parse_args(argv)
+            code: int = args.handler(args)
         return code
     except SystemExit as exit_:  # argparse's own usage errors, --help, --version
         return exit_.code if isinstance(exit_.code, int) else 2
     except CLIError as error:
-        print(f"{PROG}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
         return CLIError.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        by = "" if signum == signal.SIGINT else f" by {signal_name(signum)}"
+        print(f"{PROG}: interrupted{by}", file=sys.stderr)
+        return 128 + signum
+
+
+def _printable_output() -> None:
+    """Print a file name that is not valid UTF-8 (Python holds its bytes as
+    surrogates) as backslash escapes, instead of failing on it."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
+
+
+#: Signals that ask a program to end, as cluster schedulers send them (SLURM's
+#: SIGTERM and ``--signal``'s SIGUSR1/2, SGE's SIGUSR1/2 and SIGXCPU, a closed
+#: terminal's SIGHUP): each stops a command the way Ctrl-C does.
+STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU")
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """Turn :data:`STOP_SIGNALS` into :class:`Interrupted` for the block (in the
+    main thread only; handlers are put back after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        for number in numbers:  # the first one stops the run; cleanup is not interrupted
+            signal.signal(number, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {number: signal.signal(number, stop) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -16,18 +16,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from captum_shallow import DEFAULT_TRUNCATION, LayerCAM, LayerGradCam, ShallowCAM, task_defaults
+from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM, task_defaults
 from captum_shallow.datasets import SAMPLE_PHOTOS, imagenet_classes, sample_photo
 from captum_shallow.io import preprocess
 from captum_shallow.models import available_models, layer_preset, load_model, resolve_layers
 from captum_shallow.visualization import attribution_figure, display_scaling
-from captum_shallow.visualization._explorer import cam_settings
 
 from ._errors import CLIError
 from ._files import make_folder, write_figure
 from ._options import (
     DEFAULT_MODEL,
-    describe_truncation,
     one_line,
     parse_device,
     parse_target,
@@ -78,8 +76,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--truncation",
         metavar="SPEC",
-        help="gradient truncation of the shallow LayerCAM panel "
-        f"(default: the package's DEFAULT_TRUNCATION, {DEFAULT_TRUNCATION})",
+        help="gradient truncation of the shallow LayerCAM panel (default: the segmentation "
+        f"task's, {task_defaults('segmentation').truncation})",
     )
     parser.add_argument(
         "--out", default=".", metavar="DIR", help=f"folder for {FIGURE_NAME} (default: .)"
@@ -97,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         int: 0.
     """
-    truncation = parse_truncation(args.truncation, default=DEFAULT_TRUNCATION)
+    truncation = parse_truncation(args.truncation, default=task_defaults("segmentation").truncation)
     classes = imagenet_classes()
     target = parse_target(args.target, classes)
     device = parse_device(args.device)
@@ -121,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     preset = layer_preset(model)
     last, shallow = resolve_layers(model, [preset.last, preset.shallow])
     fused_layers = resolve_layers(model, preset.fusion)
-    truncated = describe_truncation(truncation)
+    truncated = "no truncation" if truncation is None else str(truncation)
     cam = ShallowCAM(model, fused_layers)
     scaling = display_scaling(cam.fusion, len(fused_layers))
     maps = [
@@ -148,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         photo,
         [(f"{args.photo}\n{classes[target]}", None), *zip(titles, maps, strict=True)],
         title=f"{args.model} on '{args.photo}': {label}",
-        caption=settings_caption(cam_settings(cam), "ShallowCAM panel"),
+        caption=settings_caption(cam, "ShallowCAM panel"),
     )
     folder = make_folder(args.out)
     path = write_figure(figure, folder / FIGURE_NAME, dpi=DPI)

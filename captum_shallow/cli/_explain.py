@@ -9,6 +9,7 @@ written atomically (the page last, once every image is explained).
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,15 +26,14 @@ from captum_shallow.visualization import (
     display_scaling,
     explain_images,
 )
-from captum_shallow.visualization._explorer import cam_settings, explorer_for
+from captum_shallow.visualization._explorer import explorer_for
 
 from ._errors import CLIError
-from ._files import make_folder, write_arrays, write_figure
+from ._files import check_replaceable, make_folder, write_arrays, write_figure
 from ._options import (
     add_cam_options,
     add_model_options,
     build_shallowcam,
-    describe_truncation,
     load_model_from_args,
     one_line,
     parse_target,
@@ -121,11 +121,11 @@ def run(args: argparse.Namespace) -> int:
     names, layers = resolve_layer_spec(loaded.model, args.layers)
     cam = build_shallowcam(args, loaded.model, layers)
     stems = _output_stems(args.images)
+    _check_outputs(args, stems)
     scaling = display_scaling(cam.fusion, len(layers))
     method = cam.method
-    truncated = describe_truncation(cam.truncations[0])
-    settings = cam_settings(cam, loaded.name, loaded.input_size)
-    caption = settings_caption(settings, "All maps: ShallowCAM")
+    truncated = cam.settings()["truncation"]
+    caption = settings_caption(cam, "All maps: ShallowCAM")
     explained: list[ExplainedImage] = []  # for --html
     folder: Path | None = None  # created with the first output, after every check passed
     many = len(args.images) > 1
@@ -183,14 +183,47 @@ def run(args: argparse.Namespace) -> int:
                     raise CLIError(one_line(error)) from None
     if args.html and folder is not None:
         report = explorer_for(
-            cam, explained, names, settings, title=f"captum-shallow explain: {loaded.name}"
+            cam,
+            explained,
+            loaded.name,
+            loaded.input_size,
+            title=f"captum-shallow explain: {loaded.name}",
         )
-        try:
-            written = report.save(folder / REPORT_NAME)
-        except OSError as error:
-            raise CLIError(f"cannot write {folder / REPORT_NAME}: {one_line(error)}") from None
+        written = report.save(folder / REPORT_NAME)  # a WriteError is one line already
         print(f"{len(explained)} images -> {written}")
     return 0
+
+
+def _check_outputs(args: argparse.Namespace, stems: Sequence[str]) -> None:
+    """Before any work: no output may land on an input of the run, or on a file
+    that the package did not write."""
+    out = Path(args.out)
+    names = [stem + FIGURE_SUFFIX for stem in stems]
+    if args.save_maps:
+        names += [stem + MAPS_SUFFIX for stem in stems]
+    if args.html:
+        names.append(REPORT_NAME)
+    inputs = [*args.images, *([args.weights] if args.weights else [])]
+    limit = _name_limit(out)
+    for name in names:
+        size = len(os.fsencode(name))
+        if size > limit:
+            raise CLIError(
+                f"the output name {name} is {size} bytes, over the file system's limit of "
+                f"{limit}; give the image a shorter name (its stem names the outputs)"
+            )
+        check_replaceable(out / name, inputs)
+
+
+def _name_limit(folder: Path) -> int:
+    """The longest file name, in bytes, that the disk holding ``folder`` takes."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def _size(attribution: Tensor) -> str:

@@ -1,83 +1,89 @@
-"""Atomic output: a file appears complete under its name, or not at all."""
+"""Output folders and files of the commands, written through the one atomic writer
+(:func:`captum_shallow.io.atomic_write`): a file appears complete under its name,
+or not at all.
+
+Every figure, archive and page a command writes carries the package's mark (a
+PNG text chunk ``Software``, a zip comment, the explorer page's own markup), so
+that a later run replaces only files that the package wrote
+(:func:`check_replaceable`), never a user's file that happens to have the name.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import io
 import os
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from ..io._atomic import open_temporary, replace_when_done
+from ..io._atomic import atomic_write, make_folder
+from ..io._paths import open_regular
 from ._errors import CLIError
 
+__all__ = [
+    "MARK",
+    "atomic_write",
+    "check_replaceable",
+    "make_folder",
+    "write_arrays",
+    "write_figure",
+]
 
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path``; on success rename it to ``path``.
+#: The package's mark in the files it writes.
+MARK = "captum-shallow"
+#: What the explorer's page (``Explorer.to_html``) holds near its start.
+_PAGE_MARK = b'<body class="csx-page">'
 
-    The temporary file lives in the same folder (so :func:`os.replace` is an
-    atomic rename on one file system) and is removed if the block raises.
+
+def check_replaceable(
+    path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]
+) -> None:
+    """Refuse to write ``path`` over an input of the run or a file the package did not write.
 
     Args:
-        path (str or os.PathLike): The file to write; its folder must exist.
-
-    Yields:
-        IO[bytes]: The temporary file, open for binary writing.
-
-    Examples::
-
-        >>> import os, tempfile
-        >>> from captum_shallow.cli import atomic_write
-        >>> path = os.path.join(tempfile.mkdtemp(), "out.bin")
-        >>> with atomic_write(path) as stream:
-        ...     _ = stream.write(b"done")
-        >>> open(path, "rb").read(), os.listdir(os.path.dirname(path))
-        (b'done', ['out.bin'])
+        path (str or os.PathLike): A file the command is about to write.
+        inputs (Iterable): The run's input files.
 
     Raises:
-        CLIError: When the file cannot be written (a missing or read-only folder,
-            a full disk, a folder of that name); nothing is left behind.
+        CLIError: When ``path`` is one of ``inputs`` (by real path, links
+            followed), or exists without the package's mark.
     """
     target = Path(path)
+    if not os.path.lexists(target):
+        return
+    real = os.path.realpath(target)
+    if any(os.path.realpath(given) == real for given in inputs):
+        raise CLIError(
+            f"{target} is an input of this run; refusing to overwrite it: choose another --out"
+        )
+    if not _marked(target):
+        raise CLIError(
+            f"{target} exists and was not written by captum-shallow; refusing to overwrite it: "
+            "move it away or choose another --out"
+        )
+
+
+def _marked(path: Path) -> bool:
+    """Whether ``path`` is a regular file that carries the package's mark."""
     try:
-        with replace_when_done(*open_temporary(target), target) as stream:
-            yield stream
-    except OSError as error:
-        raise CLIError(f"cannot write {target}: {error.strerror or error}") from None
+        with open_regular(path) as stream:
+            head = stream.read(1 << 16)
+            stream.seek(0)
+            if head.startswith(b"\x89PNG"):
+                from PIL import Image
 
-
-def make_folder(path: str | os.PathLike[str]) -> Path:
-    """Create an output folder (and its parents) if needed.
-
-    Args:
-        path (str or os.PathLike): The folder.
-
-    Returns:
-        Path: The folder.
-
-    Raises:
-        CLIError: When it cannot be created or is a file.
-
-    Examples::
-
-        >>> import tempfile
-        >>> from captum_shallow.cli import make_folder
-        >>> make_folder(tempfile.mkdtemp() + "/a/b").is_dir()
-        True
-    """
-    folder = Path(path)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise CLIError(f"output folder {folder} is not a folder") from None
-    except OSError as error:
-        raise CLIError(f"cannot create output folder {folder}: {error.strerror}") from None
-    return folder
+                with Image.open(stream) as image:
+                    return getattr(image, "text", {}).get("Software") == MARK
+            if head.startswith(b"PK"):
+                with zipfile.ZipFile(stream) as archive:
+                    return archive.comment == MARK.encode()
+            return _PAGE_MARK in head
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
 
 
 def write_figure(figure: Figure, path: str | os.PathLike[str], dpi: float = 100) -> Path:
@@ -101,7 +107,7 @@ def write_figure(figure: Figure, path: str | os.PathLike[str], dpi: float = 100)
         b'\x89PNG'
     """
     with atomic_write(path) as stream:
-        figure.savefig(stream, format="png", dpi=dpi)
+        figure.savefig(stream, format="png", dpi=dpi, metadata={"Software": MARK})
     return Path(path)
 
 
@@ -123,6 +129,10 @@ def write_arrays(path: str | os.PathLike[str], **arrays: npt.ArrayLike) -> Path:
         >>> np.load(path)["fused"].shape
         (2, 2)
     """
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = MARK.encode()
     with atomic_write(path) as stream:
-        np.savez(stream, **arrays)  # type: ignore[arg-type]
+        stream.write(buffer.getvalue())
     return Path(path)

@@ -18,8 +18,8 @@ from torch import nn
 
 import captum_shallow
 from captum_shallow import GradientTruncation, ShallowCAM, task_defaults
-from captum_shallow._errors import unknown_name
-from captum_shallow.attribution import DEFAULT_FUSED_TRUNCATION, Fusion
+from captum_shallow._errors import one_line, unknown_name
+from captum_shallow.attribution import Fusion
 from captum_shallow.attribution._defaults import TASKS
 from captum_shallow.datasets import class_index, output_class_names
 from captum_shallow.models import (
@@ -34,7 +34,7 @@ from captum_shallow.models import (
 from ._errors import CLIError
 
 if TYPE_CHECKING:
-    from captum_shallow.attribution._cams import _TruncatedLayerCAM
+    from captum_shallow.attribution._cams import CAMBase
 
 #: ``--method`` names and the CAM classes they select.
 METHODS: dict[str, str] = {
@@ -237,22 +237,11 @@ def parse_propagation(spec: str) -> GradientTruncation | str | None:
         raise CLIError(f"invalid --propagation {spec!r}: {one_line(error)}") from None
 
 
-def describe_cam(cam: ShallowCAM) -> dict[str, object]:
-    """The settings a ShallowCAM runs with, as plain values (manifests, captions)."""
-    gates = cam.gates
-    return {
-        "task": cam.task,
-        "truncation": [str(t) if t is not None else None for t in cam.truncations],
-        "fusion": cam.fusion,
-        "propagation": None if cam.propagation is None else str(cam.propagation),
-        "gates": gates if gates is None or isinstance(gates, str) else len(list(gates)),
-    }
-
-
-def settings_caption(settings: dict[str, str], subject: str) -> str:
+def settings_caption(cam: ShallowCAM, subject: str) -> str:
     """A figure's caption: what ``subject``'s maps were computed with, from
-    :func:`~captum_shallow.visualization._explorer.cam_settings` (the propagation
-    changes the layer maps too, not only the fused one)."""
+    :meth:`ShallowCAM.settings` (the propagation changes the layer maps too, not only
+    the fused one)."""
+    settings = cam.settings()
     line = f"{subject}, {settings['task']} task; truncation {settings['truncation']}"
     if settings["propagation"] != "none":
         line += f", propagation {settings['propagation']} at gates={settings['gates']}"
@@ -412,7 +401,7 @@ def resolve_layer_spec(model: nn.Module, spec: str) -> tuple[list[str], list[nn.
         raise CLIError(one_line(error)) from None
 
 
-def cam_method(name: str) -> type[_TruncatedLayerCAM]:
+def cam_method(name: str) -> type[CAMBase]:
     """The CAM class of a ``--method`` name.
 
     Args:
@@ -423,12 +412,12 @@ def cam_method(name: str) -> type[_TruncatedLayerCAM]:
     """
     if name not in METHODS:
         raise CLIError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-    cls: type[_TruncatedLayerCAM] = getattr(captum_shallow, METHODS[name])
+    cls: type[CAMBase] = getattr(captum_shallow, METHODS[name])
     return cls
 
 
 def parse_truncation(
-    spec: str | None, default: GradientTruncation | None = DEFAULT_FUSED_TRUNCATION
+    spec: str | None, default: GradientTruncation | None = None
 ) -> GradientTruncation | None:
     """The truncation a ``--truncation`` value names.
 
@@ -436,7 +425,7 @@ def parse_truncation(
         spec (str, optional): E.g. ``"soft:quantile=0.99"`` or ``"none"``; None
             when the option was not given.
         default (GradientTruncation, optional): What None gives.
-            Default: ``DEFAULT_FUSED_TRUNCATION`` (ShallowCAM's default, None)
+            Default: None (no truncation)
 
     Returns:
         GradientTruncation or None: ``None`` for ``"none"``.
@@ -471,33 +460,6 @@ def parse_target(spec: str, classes: Sequence[str]) -> int | None:
         return class_index(spec, classes)
     except ValueError as error:
         raise CLIError(f"--target: {one_line(error)}") from None
-
-
-def describe_truncation(truncation: GradientTruncation | None) -> str:
-    """A short label of a truncation for titles.
-
-    Args:
-        truncation (GradientTruncation, optional): The truncation.
-
-    Returns:
-        str: E.g. ``"soft:quantile=0.99"`` or ``"no truncation"``.
-    """
-    return "no truncation" if truncation is None else str(truncation)
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line, for a :class:`CLIError`.
-
-    Args:
-        error (BaseException): The exception.
-
-    Returns:
-        str: Its message with runs of whitespace (newlines too) made one space.
-    """
-    text = " ".join(str(error).split())
-    if isinstance(error, KeyError) and text.startswith("'"):
-        text = text.strip("'")
-    return text or type(error).__name__
 
 
 def positive_int(text: str) -> int:

@@ -89,7 +89,7 @@ class SyntheticSplit:
 
     Examples::
 
-        >>> from captum_shallow.datasets import SyntheticConfig
+        >>> from captum_shallow.datasets import SyntheticConfig, make_synthetic_split
         >>> split = make_synthetic_split(SyntheticConfig(image_size=32, num_test=5,
         ...     min_object_size=8, max_object_size=14), "test")
         >>> len(split), [len(images) for images, _, _ in split.batches(2)]
@@ -135,7 +135,7 @@ def make_synthetic_split(config: SceneConfig, split: str) -> SyntheticSplit:
 
     Examples::
 
-        >>> from captum_shallow.datasets import SyntheticConfig
+        >>> from captum_shallow.datasets import SyntheticConfig, make_synthetic_split
         >>> data = make_synthetic_split(SyntheticConfig(image_size=32, num_test=2,
         ...     min_object_size=8, max_object_size=14), "test")
         >>> data.images.shape, data.labels.shape, data.masks.shape

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ._paths import open_regular
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -17,12 +19,19 @@ if TYPE_CHECKING:
 #: ImageNet's per-channel mean and standard deviation, :func:`preprocess`'s default.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+#: How far outside [0, 1] a floating-point image may reach (a resampled image
+#: overshoots a little); farther means 0..255 floats or a normalised image.
+FLOAT_MARGIN = 0.05
+#: The EXIF tag of a photo's orientation (1: as stored; 2 to 8: mirrored or turned).
+_EXIF_ORIENTATION = 0x0112
 
 
 def read_image(path: str | os.PathLike[str]) -> Tensor:
     r"""Read an image file (any format Pillow reads) as an RGB tensor.
 
-    Grey, palette and RGBA images are converted to RGB (alpha is dropped).
+    The EXIF orientation is honoured (the picture is turned as every viewer
+    shows it). Grey, palette and RGBA images are converted to RGB (alpha is
+    dropped).
     16-bit greyscale (Pillow's modes ``I;16`` and, for values in 0..65535,
     ``I``) is scaled to 8 bits, :math:`v_8 = \mathrm{round}(255 v / 65535)`,
     rather than clipped. Floating-point pixels (mode ``F``, e.g. a float TIFF)
@@ -36,7 +45,8 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: When the file is not an image that can be decoded (or is
+        ValueError: When the file is a folder, a FIFO or a device (refused
+            without blocking), or not an image that can be decoded (or is
             larger than Pillow's decompression-bomb limit, or holds
             floating-point or wider than 16-bit pixels); the message names the
             file and the reason.
@@ -52,16 +62,23 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         >>> image.shape, image.dtype, int(image[2, 0, 0])
         (torch.Size([3, 4, 5]), torch.uint8, 7)
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such image file: {path}")
-    if os.path.isdir(path):
-        raise ValueError(f"cannot read image {path}: it is a directory")
     try:
-        with Image.open(path) as image:
-            rgb = _eight_bits(image).convert("RGB")
+        stream = open_regular(path, "image")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such image file: {path}") from None
+    with stream:
+        return _decode(stream, path)
+
+
+def _decode(stream: IO[bytes], path: str) -> Tensor:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(stream) as image:
+            # Every viewer shows a photo turned as its EXIF orientation says;
+            # the maps and masks must match what the user sees.
+            rgb = _eight_bits(ImageOps.exif_transpose(image)).convert("RGB")
     except UnidentifiedImageError:
         raise ValueError(f"cannot read image {path}: not an image format Pillow knows") from None
     except Image.DecompressionBombError as error:
@@ -71,6 +88,27 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
         raise ValueError(f"cannot read image {path}: {error}") from None
     data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
     return data.view(rgb.height, rgb.width, 3).permute(2, 0, 1).contiguous()
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(H, W)`` of the tensor :func:`read_image` returns, from the file's header
+    (the EXIF orientation applied), without decoding the pixels.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: When it is not a regular file or not an image Pillow knows.
+    """
+    from PIL import Image
+
+    with open_regular(path, "image") as stream:
+        try:
+            with Image.open(stream) as image:
+                width, height = image.size
+                orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise ValueError(f"cannot read image {os.fspath(path)}: {error}") from None
+    # Orientations 5 to 8 turn the picture by a quarter turn.
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _eight_bits(image: Image.Image) -> Image.Image:
@@ -114,6 +152,8 @@ def preprocess(
     Args:
         image (Tensor): (3, H, W) or a batch (N, 3, H, W); ``uint8`` in
             [0, 255] or floating point in [0, 1]. One channel is repeated to three.
+            Floats outside [-0.05, 1.05] (0..255 floats, or an image normalised
+            already) are refused rather than guessed.
         size (int or tuple[int, int], optional): Output (height, width), or one
             number for a square.
             Default: 224
@@ -125,6 +165,9 @@ def preprocess(
     Returns:
         Tensor: ``float32`` tensor of shape (3, h, w), or (N, 3, h, w) for a batch,
         on the image's device.
+
+    Raises:
+        ValueError: For a wrong shape, or floating-point values outside [0, 1].
 
     Examples::
 
@@ -138,6 +181,14 @@ def preprocess(
             f"expected an image of shape (3, H, W) or (N, 3, H, W), got {tuple(image.shape)}"
         )
     batch = image if image.ndim == 4 else image.unsqueeze(0)
+    if batch.is_floating_point() and batch.numel():
+        low, high = (float(v) for v in torch.aminmax(batch.detach().float()))
+        if low < -FLOAT_MARGIN or high > 1 + FLOAT_MARGIN:
+            raise ValueError(
+                f"a floating-point image with values in [{low:.4g}, {high:.4g}]; preprocess "
+                "takes floats in [0, 1] or uint8 in [0, 255]: divide 0..255 floats by 255 "
+                "(an image normalised already goes to the model as it is)"
+            )
     pixels = batch.float() / 255 if not batch.is_floating_point() else batch.float()
     pixels = pixels.expand(-1, 3, -1, -1)
     height, width = (size, size) if isinstance(size, int) else size

@@ -9,6 +9,8 @@ from typing import IO
 import numpy as np
 import numpy.typing as npt
 
+from ._paths import open_regular
+
 __all__ = ["read_label_png", "voc_palette", "write_label_png"]
 
 
@@ -69,13 +71,20 @@ def read_label_png(path: str | os.PathLike[str]) -> npt.NDArray[np.uint8]:
         ndarray: ``(H, W)`` uint8 labels.
 
     Raises:
-        ValueError: For an unreadable file, a colour (RGB) image or another
+        FileNotFoundError: When the file does not exist.
+        ValueError: For an unreadable file (a folder, a FIFO or a device too,
+            refused without blocking), a colour (RGB) image or another
             palette; the message names the file.
     """
+    with open_regular(path, "label image") as stream:
+        return _decode(stream, os.fspath(path))
+
+
+def _decode(stream: IO[bytes], path: str) -> npt.NDArray[np.uint8]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with Image.open(stream) as image:
             mode = image.mode
             palette = image.getpalette() if mode == "P" else None
             labels = np.array(image, dtype=np.uint8) if mode in ("P", "L") else None

@@ -12,8 +12,10 @@ image-level labels. Two sources:
 
 The labels file is CSV (UTF-8, with or without a byte-order mark) with a
 header ``image,classes``: ``image`` is a path relative to the root (for VOC, an
-image id), ``classes`` the image's class names separated by spaces (empty:
-background only). A folder's class names are one per line in a classes file
+image id), ``classes`` the image's class names separated by spaces, or by
+semicolons (empty: background only); a class name may itself contain spaces
+("traffic light"): it is matched whole, the longest known name first. A
+folder's class names are one per line in a classes file
 (``<root>/classes.txt`` by default), in the classifier's output order: class
 ``c`` is mask label ``c + 1``.
 
@@ -23,12 +25,15 @@ The masks are VOC label PNGs (:mod:`captum_shallow.io`).
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._errors import one_line
 from ..datasets._voc import VOC_CLASSES
+from ..io._paths import check_plain_name, read_text
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -75,11 +80,13 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
         ValueError: For an unreadable or empty file, or a repeated name.
     """
     try:
-        # utf-8-sig: spreadsheets and Windows editors start the file with a byte-order mark.
-        lines = Path(path).read_text(encoding="utf-8-sig").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read classes file {path}: {_reason(error)}") from None
-    names = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        lines = read_text(path, "classes file").splitlines()
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    # Runs of spaces inside a name are one space, as in a labels file's cell.
+    names = tuple(
+        " ".join(line.split()) for line in lines if line.strip() and not line.startswith("#")
+    )
     if not names:
         raise ValueError(f"classes file {path} names no class")
     repeated = sorted({name for name in names if names.count(name) > 1})
@@ -107,9 +114,10 @@ def read_labels_file(
     index = {name: i for i, name in enumerate(classes)}
     labels: dict[str, tuple[int, ...]] = {}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as stream:
-            rows = list(csv.reader(stream))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        rows = list(csv.reader(io.StringIO(read_text(path, "labels file"), newline="")))
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None
+    except csv.Error as error:
         raise ValueError(f"cannot read labels file {path}: {_reason(error)}") from None
     if not rows or [cell.strip() for cell in rows[0]] != ["image", "classes"]:
         raise ValueError(f"labels file {path} must start with the header line 'image,classes'")
@@ -118,17 +126,41 @@ def read_labels_file(
             continue
         if len(row) != 2 or not row[0].strip():
             raise ValueError(f"{path}, line {line}: expected 'image,class class ...'")
-        image, names = row[0].strip(), row[1].split()
-        unknown = [name for name in names if name not in index]
-        if unknown:
+        image = row[0].strip()
+        names, unknown = _split_class_names(row[1], index)
+        if unknown is not None:
             raise ValueError(
-                f"{path}, line {line}: unknown class {unknown[0]!r} "
+                f"{path}, line {line}: unknown class {unknown!r} "
                 f"(the classes are {', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''})"
             )
         if image in labels:
             raise ValueError(f"{path}, line {line}: image {image!r} is listed twice")
         labels[image] = tuple(sorted({index[name] for name in names}))
     return labels
+
+
+def _split_class_names(cell: str, index: dict[str, int]) -> tuple[list[str], str | None]:
+    """The class names of a labels cell, and the first unknown one (or None).
+
+    Names are separated by semicolons when the cell holds one, else by spaces;
+    a name that itself contains spaces ("traffic light") is matched whole, the
+    longest known name first.
+    """
+    if ";" in cell:
+        names = [" ".join(name.split()) for name in cell.split(";") if name.strip()]
+        unknown = next((name for name in names if name not in index), None)
+        return names, unknown
+    words, names, start = cell.split(), [], 0
+    while start < len(words):
+        for end in range(len(words), start, -1):
+            name = " ".join(words[start:end])
+            if name in index:
+                names.append(name)
+                start = end
+                break
+        else:
+            return names, words[start]
+    return names, None
 
 
 def voc_jobs(
@@ -147,7 +179,9 @@ def voc_jobs(
 
     Raises:
         FileNotFoundError: When the folders, the split or a labels entry are missing.
-        ValueError: For an unreadable or empty split, or an unreadable labels file.
+        ValueError: For an unreadable or empty split, an unreadable labels file,
+            or an image id that is not a plain name (an absolute path, ``..``):
+            every name must stay inside the output folder.
     """
     voc = Path(root)
     if not (voc / "JPEGImages").is_dir():
@@ -159,16 +193,17 @@ def voc_jobs(
                 f"PASCAL VOC not found: missing {needed} (expected <root>/VOCdevkit/VOC2012/ "
                 "with JPEGImages/ and ImageSets/Segmentation/<split>.txt)"
             )
-    try:
-        ids = sorted({line.strip() for line in split_file.read_text().splitlines() if line.strip()})
-    except (OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read split file {split_file}: {_reason(error)}") from None
+    lines = read_text(split_file, "split file").splitlines()
+    ids = sorted({line.strip() for line in lines if line.strip()})
     if not ids:
         raise ValueError(f"split file {split_file} lists no image id")
     classes = VOC_CLASSES[1:]
     given = None if labels_file is None else read_labels_file(labels_file, classes)
+    for image_id in given or ():
+        check_plain_name(image_id, f"labels file {labels_file}")
     jobs = []
     for image_id in ids:
+        check_plain_name(image_id, f"split file {split_file}")
         image = str(voc / "JPEGImages" / f"{image_id}.jpg")
         if given is not None:
             if image_id not in given:
@@ -196,7 +231,8 @@ def folder_jobs(
     Raises:
         FileNotFoundError: For a missing root, classes or labels file.
         ValueError: For unreadable files, unknown classes, a labels file that
-            lists no image, or two images with the same name (ignoring case)
+            lists no image, a path that is not a plain name inside the root
+            (absolute, ``..``), or two images with the same name (ignoring case)
             once their suffix is dropped.
     """
     folder = Path(root)
@@ -205,7 +241,7 @@ def folder_jobs(
     classes_path = Path(classes_file) if classes_file else folder / "classes.txt"
     labels_path = Path(labels_file) if labels_file else folder / "labels.csv"
     for needed, what in ((classes_path, "classes"), (labels_path, "labels")):
-        if not needed.is_file():
+        if not needed.exists():  # a FIFO or a folder is refused when read
             raise FileNotFoundError(f"{what} file {needed} does not exist")
     classes = read_class_names(classes_path)
     labels = read_labels_file(labels_path, classes)
@@ -213,9 +249,7 @@ def folder_jobs(
         raise ValueError(f"labels file {labels_path} lists no image (only its header)")
     jobs: dict[str, MaskJob] = {}
     for image, present in labels.items():
-        relative = Path(image)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise ValueError(f"labels file {labels_path}: {image!r} is not a path inside {folder}")
+        relative = Path(check_plain_name(image, f"labels file {labels_path}"))
         if relative.suffix.lower() not in IMAGE_SUFFIXES:
             raise ValueError(
                 f"labels file {labels_path}: {image!r} does not end in an image suffix "
@@ -237,4 +271,4 @@ def folder_jobs(
 def _reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror
-    return " ".join(str(error).split()) or type(error).__name__
+    return one_line(error)

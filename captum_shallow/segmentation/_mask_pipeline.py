@@ -59,6 +59,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from .._checks import upsample
+from .._errors import one_line
 from ..io._atomic import atomic_write
 from ..io._label_png import write_label_png
 from ._irn import IRN_THRESHOLD, dense_crf, irn_normalise, present_class_maps
@@ -68,6 +69,7 @@ __all__ = [
     "CRASH_AFTER_ENV",
     "MaskRun",
     "RunCounts",
+    "broken_output",
     "fixed_shape_cam",
     "is_done",
     "mask_path",
@@ -120,6 +122,44 @@ def cams_path(out: Path, job: MaskJob) -> Path:
 def is_done(out: Path, job: MaskJob, save_cams: bool) -> bool:
     """Whether a job's outputs exist (its mask is written last)."""
     return mask_path(out, job).is_file() and (not save_cams or cams_path(out, job).is_file())
+
+
+def broken_output(run: MaskRun, job: MaskJob) -> str | None:
+    """Why a done job's outputs cannot be trusted, or None when they can.
+
+    A mask must decode as a label PNG, have the image's size (EXIF orientation
+    applied) and hold only the background and the image's classes (label
+    ``c + 1`` for class ``c``); the maps, when asked for, must load with one map
+    per present class at that size. An emptied or truncated file (a power cut
+    before the data reached the disk, a full disk, a user's edit) fails this.
+    """
+    from ..io._images import image_size
+    from ..io._label_png import read_label_png
+
+    try:
+        labels = job.labels if job.labels is not None else _labels_from_mask(job)
+        size = image_size(job.image)
+    except (OSError, ValueError):
+        return None  # the job itself fails when rerun; nothing to say about its mask
+    try:
+        mask = read_label_png(mask_path(run.out, job))
+    except (OSError, ValueError) as error:
+        return f"it does not decode ({one_line(error)})"
+    if mask.shape != size:
+        return f"it is {mask.shape[1]}x{mask.shape[0]}, the image {size[1]}x{size[0]}"
+    known = {0, *(c + 1 for c in labels)}
+    unknown = sorted(set(np.unique(mask).tolist()) - known)
+    if unknown:
+        return f"it holds label {unknown[0]}, which is not one of the image's ({sorted(known)})"
+    if run.save_cams:
+        try:
+            with np.load(cams_path(run.out, job)) as archive:
+                maps, classes = archive["cams"], archive["classes"]
+        except Exception as error:  # zip, pickle and key errors alike
+            return f"its maps {cams_path(run.out, job)} do not load ({one_line(error)})"
+        if maps.shape != (len(labels), *size) or sorted(classes.tolist()) != sorted(labels):
+            return f"its maps {cams_path(run.out, job)} do not match the image"
+    return None
 
 
 def fixed_shape_cam(cam_fn: CamFn, slots: int) -> CamFn:
@@ -196,7 +236,8 @@ class RunCounts:
     ``failures`` holds ``(image path, reason)`` per failed job; ``seconds`` the
     time of the loop; ``peak_gpu_bytes`` ``torch.cuda.max_memory_allocated``
     on a CUDA device (else 0); ``stopped`` why the run stopped early (a full
-    disk), else None.
+    disk), else None; ``recomputed`` how many done jobs had broken outputs
+    (see :func:`broken_output`) and were made again.
     """
 
     shard: int = 0
@@ -206,6 +247,7 @@ class RunCounts:
     seconds: float = 0.0
     peak_gpu_bytes: int = 0
     stopped: str | None = None
+    recomputed: int = 0
 
 
 class _JobDataset(Dataset[dict[str, Any]]):
@@ -233,7 +275,7 @@ class _JobDataset(Dataset[dict[str, Any]]):
             if bad:
                 raise ValueError(f"class {bad[0]} is outside the model's {self.num_classes}")
         except Exception as error:  # one bad file must not end a 10k-image run
-            item["error"] = " ".join(str(error).split()) or type(error).__name__
+            item["error"] = one_line(error)
             return item
         multi_hot = torch.zeros(self.num_classes)
         multi_hot[list(labels)] = 1.0
@@ -274,7 +316,9 @@ def run_masks(
         jobs (Sequence[MaskJob]): This rank's shard (see :func:`shard`).
         progress (Callable, optional): Called with the number of jobs finished
             (written or failed) after each batch.
-        log (Callable, optional): Called with one line per failed job.
+        log (Callable, optional): Called with one line per failed job and per
+            done job whose outputs are broken (see :func:`broken_output`) and
+            are made again.
 
     Returns:
         RunCounts: The counts and the failures (path and reason); ``stopped``
@@ -282,7 +326,17 @@ def run_masks(
     """
     start = time.perf_counter()
     counts = RunCounts(shard=len(jobs))
-    pending = [job for job in jobs if not is_done(run.out, job, run.save_cams)]
+    pending = []
+    for job in jobs:
+        if not is_done(run.out, job, run.save_cams):
+            pending.append(job)
+            continue
+        problem = broken_output(run, job)
+        if problem is not None:
+            counts.recomputed += 1
+            pending.append(job)
+            if log is not None:
+                log(f"recomputing {mask_path(run.out, job)}: {problem}")
     counts.skipped = len(jobs) - len(pending)
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     cam_fn = fixed_shape_cam(run.cam_fn, run.batch_size)
@@ -345,7 +399,7 @@ def _image_maps(
         pairs, maps = present_class_maps(cam_fn, inputs, labels, batch_size=slots)
     except ValueError as error:  # e.g. ShallowCAM refusing a non-finite map
         if inputs.shape[0] == 1:
-            return [" ".join(str(error).split())]
+            return [one_line(error)]
         # A pass fails as a whole. Every pass has the same fixed shape, so an
         # image alone gets the same bits: redo image by image, and only the
         # image at fault fails.

@@ -39,7 +39,6 @@ from ..attribution import ShallowCAM, task_defaults
 from ..datasets import output_class_names
 from ..io import preprocess, read_image
 from ..io._atomic import atomic_write
-from ..segmentation import IRN_THRESHOLD
 from ._display import COLORBAR_LABEL, DEFAULT_CMAP, DEFAULT_OPACITY, image_to_numpy
 
 #: Classes per image whose maps the explorer precomputes (the top by probability).
@@ -158,57 +157,6 @@ def explain_images(
     return explained
 
 
-def cam_settings(
-    cam: ShallowCAM, model_name: str | None = None, input_size: int | None = None
-) -> dict[str, str]:
-    """What a :class:`ShallowCAM` computes, as the explorer's settings text.
-
-    Args:
-        cam (ShallowCAM): The explainer.
-        model_name (str, optional): The model's name.
-            Default: None (its class name)
-        input_size (int, optional): Side of the square model input.
-            Default: None (not shown)
-
-    Returns:
-        dict[str, str]: Model, input, layers, method, truncation, propagation and
-        fusion, plus gates and task where the explainer has them.
-
-    Examples::
-
-        >>> from torchvision.models import resnet18
-        >>> from captum_shallow import ShallowCAM
-        >>> from captum_shallow.visualization._explorer import cam_settings
-        >>> model = resnet18().eval()
-        >>> settings = cam_settings(ShallowCAM(model, [model.layer1, model.layer4]), "resnet18")
-        >>> settings["layers"], settings["truncation"], settings["fusion"]
-        ('layer1, layer4', 'soft:quantile=0.5', 'mean')
-    """
-    model = cam.forward_func
-    names = [layer_name(model, layer) for layer in cam.layers]
-    truncations = [_describe(t, model) for t in cam.truncations]
-    settings = {
-        "model": model_name or type(model).__name__,
-        "layers": ", ".join(names),
-        "method": cam.method.__name__,
-        "truncation": truncations[0]
-        if len(set(truncations)) == 1
-        else "; ".join(f"{n}: {t}" for n, t in zip(names, truncations, strict=True)),
-        "propagation": _describe(getattr(cam, "propagation", None), model),
-    }
-    if input_size is not None:
-        settings["input"] = f"{input_size}×{input_size} px"
-    for optional in ("gates", "task"):
-        value = getattr(cam, optional, None)
-        if value is not None:
-            settings[optional] = _describe(value, model)
-    fusion = str(cam.fusion)
-    if cam.gamma is not None:
-        fusion += f", each layer map scaled by tanh({cam.gamma:g}·M)"
-    settings["fusion"] = fusion
-    return settings
-
-
 def toggle_meaning(cam: ShallowCAM) -> str:
     """What unticking a layer in the explorer means for this :class:`ShallowCAM`.
 
@@ -273,9 +221,10 @@ class Explorer:
     Args:
         images (Sequence[ExplainedImage]): The images, e.g. from :func:`explain_images`.
         layers (Sequence[str]): The layers' names, in the maps' order.
-        settings (Mapping[str, str]): Shown as text, e.g. from ``cam_settings``.
+        settings (Mapping[str, str]): Shown as text, e.g. a ShallowCAM's
+            ``settings()`` with the model's name.
         fusion (str, optional): The fusion shown first, one of ``EXPLORER_FUSIONS``.
-            Default: ``"product"``
+            Default: the localisation task's (:func:`~captum_shallow.task_defaults`)
         gamma (float, optional): The ``tanh(gamma * M)`` scaling of
             :func:`~captum_shallow.fuse_maps`; None skips it.
             Default: None
@@ -286,7 +235,8 @@ class Explorer:
         opacity (float, optional): The overlay opacity slider's start.
             Default: ``DEFAULT_OPACITY`` (0.6)
         threshold (float, optional): The background threshold slider's start.
-            Default: IRN's 0.15 (:func:`explore` starts at the explainer's task's)
+            Default: the localisation task's (:func:`explore` starts at the
+            explainer's task's)
         toggling (str, optional): What unticking a layer means, shown by the toggles.
             Default: ``"Unticking a layer fuses the other layers' maps as computed."``
             (:func:`explore` says more, see ``toggle_meaning``)
@@ -297,16 +247,19 @@ class Explorer:
         images: Sequence[ExplainedImage],
         layers: Sequence[str],
         settings: Mapping[str, str],
-        fusion: str = "product",
+        fusion: str | None = None,
         gamma: float | None = None,
         title: str = "captum-shallow explorer",
         cmap: str = DEFAULT_CMAP,
         opacity: float = DEFAULT_OPACITY,
-        threshold: float = IRN_THRESHOLD,
+        threshold: float | None = None,
         toggling: str = "Unticking a layer fuses the other layers' maps as computed.",
     ) -> None:
         if not images:
             raise ValueError("the explorer needs at least one image")
+        defaults = task_defaults("localisation")
+        fusion = defaults.fusion if fusion is None else fusion
+        threshold = defaults.threshold if threshold is None else threshold
         if fusion not in EXPLORER_FUSIONS:
             raise ValueError(f"fusion must be one of {EXPLORER_FUSIONS}, got {fusion!r}")
         if gamma is not None and not gamma > 0:
@@ -476,20 +429,27 @@ def explore(
     device = _device(model)
     inputs = torch.stack([preprocess(photo, size) for photo in tensors]).to(device)
     explained = explain_images(cam, inputs, tensors, titles, classes, top, target)
-    layers = [layer_name(model, layer) for layer in cam.layers]
-    return explorer_for(cam, explained, layers, cam_settings(cam, model_name, size), **options)
+    return explorer_for(cam, explained, model_name, size, **options)
 
 
 def explorer_for(
     cam: ShallowCAM,
     images: Sequence[ExplainedImage],
-    layers: Sequence[str],
-    settings: Mapping[str, str],
+    model_name: str | None = None,
+    input_size: int | None = None,
     **options: Any,
 ) -> Explorer:
-    """An :class:`Explorer` of ``cam``'s maps: its fusion and gamma, the background
-    threshold of its task (:func:`~captum_shallow.task_defaults`) and what unticking a
-    layer means for it (:func:`toggle_meaning`), unless ``options`` say otherwise."""
+    """An :class:`Explorer` of ``cam``'s maps: its layers, its settings
+    (:meth:`~captum_shallow.ShallowCAM.settings`, after the model's name and the input
+    size), its fusion and gamma, the background threshold of its task
+    (:func:`~captum_shallow.task_defaults`) and what unticking a layer means for it
+    (:func:`toggle_meaning`), unless ``options`` say otherwise."""
+    model = cam.forward_func
+    settings = {"model": model_name or type(model).__name__}
+    if input_size is not None:
+        settings["input"] = f"{input_size}×{input_size} px"
+    settings.update(cam.settings())
+    layers = [layer_name(model, layer) for layer in cam.layers]
     options.setdefault("threshold", task_defaults(cam.task).threshold)
     options.setdefault("toggling", toggle_meaning(cam))
     return Explorer(images, layers, settings, fusion=str(cam.fusion), gamma=cam.gamma, **options)
@@ -500,17 +460,6 @@ def _device(model: Any) -> torch.device:
         for parameter in model.parameters():
             return parameter.device
     return torch.device("cpu")
-
-
-def _describe(value: Any, model: Any) -> str:
-    """A setting as text: None is "none", a module its qualified name."""
-    if value is None:
-        return "none"
-    if isinstance(value, nn.Module):
-        return layer_name(model, value)
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_describe(item, model) for item in value) or "none"
-    return str(value)
 
 
 def _image_data(image: ExplainedImage) -> dict[str, Any]:

@@ -380,7 +380,7 @@
     var fusion = choice("Fusion of ticked layers", "csx-fusion",
       FUSIONS.map(function (f) { return [f, f]; }), this.state.fusion);
     var scaling = choice("Fused map colours", "csx-scaling", [
-      ["documented", "as documented (a product: value^(1/L))"],
+      ["documented", "as documented (value^(1/L) for a product of L maps, else linear)"],
       ["linear", "linear"],
     ], this.state.scaling);
     opacity.input.addEventListener("input", function () {
