@@ -104,14 +104,14 @@ def test_from_model_finds_a_custom_models_layers_or_says_why_not() -> None:
 
 
 def test_both_tasks_hold_the_documented_defaults() -> None:
-    # The values chosen by benchmarks/quality.py's rule (docs/evidence.rst).
+    # The values chosen by benchmarks/real_photos.py's rule (docs/evidence.rst).
     soft = GradientTruncation("soft", quantile=0.5)
     localisation = task_defaults("localisation")
     assert (localisation.fusion, localisation.truncation) == ("mean", soft)
     assert (localisation.propagation, localisation.gates, localisation.threshold) == (
         GradientTruncation("soft", quantile=0.9),
         "layers",
-        0.49,
+        0.19,
     )
     segmentation = task_defaults("segmentation")
     assert (segmentation.fusion, segmentation.truncation) == (
@@ -121,8 +121,10 @@ def test_both_tasks_hold_the_documented_defaults() -> None:
     assert (segmentation.propagation, segmentation.gates, segmentation.threshold) == (
         "positive",
         "relu-below",
-        0.47,
+        0.25,
     )
+    assert (segmentation.scales, segmentation.flips) == ((1.0, 0.5, 1.5, 2.0), True)
+    assert (localisation.scales, localisation.flips) == ((1.0,), False)
     assert tuple(TASK_DEFAULTS) == ("localisation", "segmentation")
 
 

@@ -109,7 +109,7 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
         ["task", "localisation"],
     ]
     # The threshold starts at the task's (localisation), as pseudo-masks --task uses it.
-    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.49)
+    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.19)
     assert data["toggling"] == toggle_meaning(
         ShallowCAM(explorer_net, [explorer_net.stage1], propagation=None)
     )
@@ -250,7 +250,7 @@ def test_explore_starts_the_threshold_at_the_tasks_and_says_what_toggling_means(
     net = explorer_net
     photo = sample_photo("coffee")
     layers = [net.stage1, net.stage2, net.stage3]
-    for task, threshold in (("localisation", 0.49), ("segmentation", 0.47)):
+    for task, threshold in (("localisation", 0.19), ("segmentation", 0.25)):
         cam = ShallowCAM(net, layers, task=task)
         explorer = explore(cam, photo, input_size=60, top=1)
         assert explorer.threshold == threshold == task_defaults(task).threshold
@@ -380,7 +380,7 @@ def test_an_explorer_built_by_hand_starts_at_the_localisation_tasks_defaults(
     small_explorer: Explorer,
 ) -> None:
     explorer = Explorer(small_explorer.images, ["a", "b", "c"], {})
-    assert (explorer.fusion, explorer.threshold) == ("mean", 0.49)
+    assert (explorer.fusion, explorer.threshold) == ("mean", 0.19)
     defaults = task_defaults("localisation")
     assert (explorer.fusion, explorer.threshold) == (defaults.fusion, defaults.threshold)
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_shallow import ShallowCAM
+from captum_shallow import ShallowCAM, task_defaults
 from captum_shallow.cli import main
 from captum_shallow.io._label_png import voc_palette
 from captum_shallow.models import build_model, layer_preset, resolve_layers
@@ -343,3 +343,40 @@ def test_crf_refined_masks_keep_each_image_classes(voc: Path, tmp_path: Path) ->
         assert labels.shape == truth.shape
         assert set(np.unique(labels).tolist()) <= set(np.unique(truth).tolist()) - {255}
     assert json.loads((out / "manifest.json").read_text())["config"]["crf"] is True
+
+
+def test_scales_and_flips_are_options_recorded_in_the_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / "a.png")
+    (root / "classes.txt").write_text("cat\ndog\ncar\n")
+    (root / "labels.csv").write_text("image,classes\na.png,dog\n")
+    torch.save(build_model("resnet18", num_classes=3).state_dict(), tmp_path / "r3.pt")
+    argv = ["pseudo-masks", "--dataset", "folder", "--root", str(root), "--arch", "resnet18"]
+    argv += ["--weights", str(tmp_path / "r3.pt"), "--input-size", "32", "--workers", "0"]
+    argv += ["--threshold", "0.3"]
+    outputs = {}
+    for name, extra in {
+        "default": [],
+        "one": ["--scales", "1", "--no-flips"],
+        "irn": ["--scales", "1,0.5,1.5,2", "--flips"],
+    }.items():
+        assert main([*argv, "--out", str(tmp_path / name), *extra]) == 0
+        config = json.loads((tmp_path / name / "manifest.json").read_text())["config"]
+        outputs[name] = (
+            config["scales"],
+            config["flips"],
+            (tmp_path / name / "a.png").read_bytes(),
+        )
+    assert outputs["one"][:2] == ([1.0], False)
+    assert outputs["irn"][:2] == ([1.0, 0.5, 1.5, 2.0], True)
+    segmentation = task_defaults("segmentation")
+    assert outputs["default"][:2] == (list(segmentation.scales), segmentation.flips)
+    if segmentation.scales == (1.0,) and not segmentation.flips:
+        assert outputs["default"][2] == outputs["one"][2]
+    assert outputs["irn"][2] != outputs["one"][2]
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--scales", "1,-2"]) == 2
+    assert "expected positive numbers separated by commas" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from ._cams import (
 )
 from ._defaults import TASK_DEFAULTS, TaskDefaults, task_defaults
 from ._fusion import Fusion, fuse_maps
+from ._multiscale import IRN_SCALES, multiscale_attribute
 from ._shallowcam import ShallowCAM
 from ._truncation import GradientTruncation
 
@@ -43,6 +44,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "IRN_SCALES",
     "TASK_DEFAULTS",
     "CAMBase",
     "Fusion",
@@ -55,5 +57,6 @@ __all__ = [
     "ShallowCAM",
     "TaskDefaults",
     "fuse_maps",
+    "multiscale_attribute",
     "task_defaults",
 ]

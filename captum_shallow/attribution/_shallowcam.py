@@ -26,6 +26,7 @@ from ._defaults import Task, task_defaults
 from ._errors import AttributionValueError, in_layer
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import check_layers, format_inputs, gradients_and_activations
+from ._multiscale import check_scales, multiscale_attribute
 from ._propagation import (
     GATE_KEYWORDS,
     Gates,
@@ -111,6 +112,12 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             channels-last maps, a callable, or None for outputs that already are
             (as in the CAM classes).
             Default: None
+        scales (sequence of float, optional): Input sizes, relative to the
+            input, whose maps :meth:`attribute` averages (IRN's multi-scale
+            inference); ``(1.0,)`` is one pass.
+            Default: the task's
+        flips (bool, optional): Also average the maps of the mirrored inputs.
+            Default: the task's
 
     Examples::
 
@@ -138,8 +145,12 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         task: Task = "localisation",
         device_ids: list[int] | None = None,
         reshape: Reshape = None,
+        scales: Sequence[float] | _TaskDefault = _TASK_DEFAULT,
+        flips: bool | _TaskDefault = _TASK_DEFAULT,
     ) -> None:
         defaults = task_defaults(task)
+        self.scales = check_scales(defaults.scales if isinstance(scales, _TaskDefault) else scales)
+        self.flips = bool(defaults.flips if isinstance(flips, _TaskDefault) else flips)
         if isinstance(truncation, _TaskDefault):
             truncation = defaults.truncation
         if isinstance(fusion, _TaskDefault):
@@ -229,6 +240,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         return_layer_maps: bool = False,
         attribute_to_layer_input: bool = False,
         grad_kwargs: dict[str, Any] | None = None,
+        scales: Sequence[float] | None = None,
+        flips: bool | None = None,
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
         r"""
         Args:
@@ -245,7 +258,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                         the input's ``(H, W)``.
                         Default: None (the shallowest layer's resolution)
             return_layer_maps (bool, optional): Also return each layer's raw map
-                        (before normalisation and upsampling).
+                        (before normalisation and upsampling); with several
+                        scales or flips, those of the first scale's unmirrored
+                        pass.
                         Default: False
             attribute_to_layer_input (bool, optional): Use the layers' inputs
                         instead of their outputs.
@@ -253,6 +268,16 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             grad_kwargs (dict[str, Any], optional): Extra keyword arguments for
                         ``torch.autograd.grad``.
                         Default: None
+            scales (sequence of float, optional): Input sizes relative to
+                        ``inputs`` whose maps are averaged
+                        (:func:`~captum_shallow.attribution.multiscale_attribute`,
+                        IRN's multi-scale inference: e.g. ``(1.0, 0.5, 1.5, 2.0)``);
+                        the map has the size of the first scale's (or
+                        ``output_size``). ``(1.0,)`` is one pass.
+                        Default: None (the ShallowCAM's ``scales``)
+            flips (bool, optional): Also average the maps of the inputs mirrored
+                        left-right (each mirrored back).
+                        Default: None (the ShallowCAM's ``flips``)
 
         Returns:
             *Tensor* **fused** ``(N, 1, h, w)`` in [0, 1] or, with
@@ -261,13 +286,41 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
 
         Raises:
             ValueError: For an empty batch, a target the model's output cannot
-                take, a layer that does not run once per forward pass, or a
-                layer map holding NaN or inf (the message names the layer).
+                take, a layer that does not run once per forward pass, a layer
+                map holding NaN or inf (the message names the layer).
         """
+        scales = self.scales if scales is None else check_scales(scales)
+        flips = self.flips if flips is None else bool(flips)
+        formatted = format_inputs(inputs)
+        args = (target, additional_forward_args, attribute_to_layer_input, grad_kwargs)
+        if scales == (1.0,) and not flips:
+            fused, layer_maps = self._fused(formatted, output_size, *args)
+            return (fused, layer_maps) if return_layer_maps else fused
+        first: list[list[Tensor]] = []
+
+        def one_pass(batch: tuple[Tensor, ...]) -> Tensor:
+            fused, layer_maps = self._fused(batch, None, *args)
+            if not first:
+                first.append(layer_maps)
+            return fused
+
+        fused = multiscale_attribute(one_pass, formatted, scales, flips, output_size)
+        return (fused, first[0]) if return_layer_maps else fused
+
+    def _fused(
+        self,
+        formatted: tuple[Tensor, ...],
+        output_size: tuple[int, int] | None,
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        grad_kwargs: dict[str, Any] | None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The fused map and the layer maps of one forward and backward pass."""
         pairs = gradients_and_activations(
             self.forward_func,
             self.layers,
-            format_inputs(inputs),
+            formatted,
             target,
             additional_forward_args,
             device_ids=self.device_ids,
@@ -285,7 +338,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         ]
         self._check_finite(layer_maps)
         fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma)
-        return (fused, layer_maps) if return_layer_maps else fused
+        return fused, layer_maps
 
     def _layer_map(
         self,
@@ -378,6 +431,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         """
         preset = layer_preset(model, input_size, additional_forward_args)
         kwargs.setdefault("reshape", preset.reshape)
+        if isinstance(getattr(model, "image_size", None), int):
+            # A ViT's position embeddings fix its input size: no other scale runs.
+            kwargs.setdefault("scales", (1.0,))
         return cls(model, resolve_layers(model, list(preset.fusion)), task=task, **kwargs)
 
     def settings(self) -> dict[str, str]:
@@ -423,6 +479,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+        if self.scales != (1.0,) or self.flips:
+            settings += f", scales={self.scales}, flips={self.flips}"
         return f"ShallowCAM({settings})"
 
 

@@ -1,8 +1,10 @@
 """``captum-shallow demo``: why shallow truncated CAMs, on a real photo and model.
 
 One figure, one photo, one class: Grad-CAM at the last stage, LayerCAM at a
-shallow stage, the same with gradient truncation, and the fused ShallowCAM (shown
-through :func:`~captum_shallow.visualization.display_scaling`, as its title says).
+shallow stage, the same with gradient truncation, the fused ShallowCAM (shown
+through :func:`~captum_shallow.visualization.display_scaling`, as its title says),
+and the pseudo-mask that ``pseudo-masks`` would write: the segmentation task's map
+above its background threshold.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from captum_shallow import LayerCAM, LayerGradCam, ShallowCAM, task_defaults
 from captum_shallow.datasets import SAMPLE_PHOTOS, imagenet_classes, sample_photo
@@ -51,7 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=(
             "Explain a scikit-image photo with a real ImageNet model and write one "
             f"figure, {FIGURE_NAME}: Grad-CAM at the last stage, LayerCAM at a shallow "
-            "stage without and with gradient truncation, and the fused ShallowCAM."
+            "stage without and with gradient truncation, the fused ShallowCAM, and the "
+            "pseudo-mask of the segmentation task (its map above its threshold)."
         ),
     )
     parser.add_argument(
@@ -124,11 +128,19 @@ def run(args: argparse.Namespace) -> int:
         LayerCAM(model, shallow, truncation=truncation).attribute(inputs, target=target),
         scaling(cam.attribute(inputs, target=target)),
     ]
+    segmentation = task_defaults("segmentation")
+    seg_map = ShallowCAM(model, fused_layers, task="segmentation").attribute(inputs, target=target)
+    mask = _pseudo_mask(
+        seg_map.detach(), (int(photo.shape[-2]), int(photo.shape[-1])), segmentation.threshold
+    )
+    maps.append(mask)
     titles = [
         f"Grad-CAM at {preset.last}\n{_size(maps[0])}, last stage",
         f"LayerCAM at {preset.shallow}\n{_size(maps[1])}, no truncation",
         f"LayerCAM at {preset.shallow}\n{_size(maps[2])}, {truncated}",
         f"ShallowCAM, {cam.fusion} of {len(fused_layers)} ({_size(maps[3])})\n{scaling.label}",
+        f"pseudo-mask: segmentation map > {segmentation.threshold:.2f}\n"
+        f"{float(mask.mean()):.0%} of the photo",
     ]
     figure = attribution_figure(
         photo,
@@ -140,6 +152,14 @@ def run(args: argparse.Namespace) -> int:
     path = write_figure(figure, folder / FIGURE_NAME, dpi=DPI)
     print(f"wrote {Path(path)}")
     return 0
+
+
+def _pseudo_mask(maps: torch.Tensor, size: tuple[int, int], threshold: float) -> torch.Tensor:
+    """The map upsampled to the photo, divided by its maximum, above ``threshold``
+    (what ``pseudo-masks`` writes for one class), as a 0/1 map."""
+    full = F.interpolate(maps.float(), size=size, mode="bilinear", align_corners=False)
+    full = full.clamp(min=0)
+    return (full / full.amax().clamp(min=1e-12) > threshold).float().cpu()
 
 
 def _size(attribution: torch.Tensor) -> str:

@@ -200,6 +200,9 @@ def build_shallowcam(
         given["propagation"] = parse_propagation(args.propagation)
     if args.gates is not None:
         given["gates"] = args.gates
+    for option in ("scales", "flips"):  # the options of the commands that average scales
+        if getattr(args, option, None) is not None:
+            given[option] = getattr(args, option)
     try:
         return ShallowCAM(
             model,

@@ -27,15 +27,18 @@ from ._localisation import (
     region_extent,
 )
 from ._miou import confusion_matrix, iou_from_confusion
+from ._real_photos import POINTING_TOLERANCE, RealPhotoScores, score_photo
 from ._wsss import DEFAULT_THRESHOLDS, SweepResult, ThresholdSweep, evaluate_cams
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "FIXED_EXTENT_THRESHOLD",
+    "POINTING_TOLERANCE",
     "ConfidenceChange",
     "DeletionInsertion",
     "Extent",
     "GridCases",
+    "RealPhotoScores",
     "SweepResult",
     "ThresholdSweep",
     "average_drop_increase",
@@ -50,4 +53,5 @@ __all__ = [
     "make_grid_cases",
     "pointing_game",
     "region_extent",
+    "score_photo",
 ]

@@ -283,7 +283,10 @@ class Extent(NamedTuple):
 
 @torch.no_grad()
 def region_extent(
-    maps: Tensor, masks: Tensor, thresholds: Sequence[float] = THRESHOLD_SWEEP
+    maps: Tensor,
+    masks: Tensor,
+    thresholds: Sequence[float] = THRESHOLD_SWEEP,
+    ignore: Tensor | None = None,
 ) -> Extent:
     r"""How much of a region the map covers, and how tightly, over thresholds.
 
@@ -305,10 +308,13 @@ def region_extent(
         masks (Tensor): ``(N, H, W)`` boolean regions.
         thresholds (sequence of float, optional): increasing thresholds in
             :math:`[0, 1)`. Default: 0.00, 0.01, ..., 0.95.
+        ignore (Tensor, optional): ``(N, H, W)`` boolean pixels left out of
+            every count (a mask's uncertain band); the map is still normalised
+            by its maximum over the whole image. Default: None.
 
     Returns:
-        Extent: per-case IoU, coverage and area at every threshold; NaN rows
-        where the region is empty.
+        Extent: per-case IoU, coverage and area (share of the pixels not
+        ignored) at every threshold; NaN rows where the region is empty.
 
     Examples::
 
@@ -335,9 +341,13 @@ def region_extent(
     # of a map without positive mass are 0 and lie above no threshold >= 0.
     bins = torch.searchsorted(levels, normalised.double().contiguous(), right=False)
     region = masks.flatten(1)
+    valid = torch.ones_like(region)
+    if ignore is not None:
+        valid = ~check_masks(ignore, maps.shape[0]).to(maps.device).flatten(1)
+        region = region & valid
     count, steps = bins.shape[0], levels.numel() + 1
     offset = torch.arange(count, device=maps.device)[:, None] * steps
-    above = torch.bincount((bins + offset).flatten(), minlength=count * steps).view(count, steps)
+    above = torch.bincount((bins + offset)[valid], minlength=count * steps).view(count, steps)
     inside = torch.bincount((bins + offset)[region], minlength=count * steps).view(count, steps)
     # pixels above threshold j: those in bins j + 1 .. T
     pred = above.flip(1).cumsum(1).flip(1)[:, 1:].double()
@@ -349,7 +359,7 @@ def region_extent(
     empty = area[:, 0] == 0
     iou[empty] = float("nan")
     coverage[empty] = float("nan")
-    return Extent(levels, iou, coverage, pred / region.shape[1])
+    return Extent(levels, iou, coverage, pred / valid.sum(dim=1, keepdim=True).clamp(min=1))
 
 
 @torch.no_grad()

@@ -1,0 +1,181 @@
+"""The rule that chooses the task defaults on real photos (benchmarks/real_photos.py's
+``choose_real``): real photos first, the synthetic sets and grids as constraints."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from captum_shallow import GradientTruncation, TaskDefaults
+from captum_shallow.attribution import TASK_DEFAULTS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import quality  # noqa: E402
+import real_photos  # noqa: E402
+
+SEG = real_photos.REPLACED["segmentation"]
+LOC = real_photos.REPLACED["localisation"]
+PLAIN = quality.Config("mean", "none", "positive@relu-below")
+SIMPLE = quality.Config("mean", "none", "none")
+SHARP = quality.Config("max", "none", "positive@layers")
+LITE0, LITE1 = real_photos.CHOOSING
+GRADCAM = quality.BASELINE_GRADCAM
+
+
+def _curve(peak: float, at: int) -> list[float]:
+    return [peak - 0.002 * abs(i - at) for i in range(len(real_photos.THRESHOLDS))]
+
+
+def _group(peak: float, at: int, pointing: float) -> dict[str, object]:
+    return {
+        "photos": 10,
+        "pointing": pointing,
+        "pointing_15": pointing,
+        "energy": 0.5,
+        "iou": _curve(peak, at),
+        "miou": _curve(peak, at),
+    }
+
+
+def _real(
+    quality_of: dict[str, float], pointing: dict[str, float], at: int = 30
+) -> real_photos.RealScores:
+    """Two sources per model; a method's IoU peaks at ``quality_of[key]`` in both."""
+    real = real_photos.RealScores()
+    for model in real_photos.CHOOSING:
+        for key, peak in quality_of.items():
+            groups = {g: _group(peak, at, pointing[key]) for g in ("all", "coco", "pet")}
+            real.values.setdefault(model, {})[key] = groups
+    return real
+
+
+def _synthetic(losses: dict[quality.Config, str]) -> quality.Scores:
+    """Every configuration scores 0.5 on every constraint, minus 0.02 where it loses."""
+    scores = quality.Scores(thresholds=real_photos.THRESHOLDS)
+    for config in (SEG, LOC, PLAIN, SIMPLE, SHARP):
+        for dataset, metric in [(d, "miou_best") for d in quality.WSSS_SETS] + [
+            (d, m) for d in quality.GRID_SETS for m in ("pointing", "extent")
+        ]:
+            lost = losses.get(config) == f"{dataset} {metric}"
+            scores.put(dataset, config.key, metric, 0.48 if lost else 0.5)
+    return scores
+
+
+def test_real_photos_choose_and_the_constraints_bind() -> None:
+    configs = [SEG, LOC, PLAIN, SIMPLE, SHARP]
+    real = _real(
+        {
+            SEG.key: 0.47,
+            LOC.key: 0.46,
+            PLAIN.key: 0.50,
+            SIMPLE.key: 0.44,
+            SHARP.key: 0.55,
+            GRADCAM: 0.45,
+        },
+        pointing={
+            SEG.key: 0.8,
+            LOC.key: 0.9,
+            PLAIN.key: 0.8,
+            SIMPLE.key: 0.8,
+            SHARP.key: 0.9,
+            GRADCAM: 0.85,
+        },
+    )
+    # SHARP tops the photos but loses 2 points of grid pointing on Lite0: not eligible.
+    synthetic = _synthetic({SHARP: "grid-lite0 pointing"})
+    choice = real_photos.choose_real(real, synthetic, configs)
+    seg = choice["segmentation"]
+    assert seg["config"] == PLAIN.key
+    assert seg["multiscale"] is None
+    assert seg["quality"] == pytest.approx(0.50)
+    assert seg["replaced"] == SEG.key
+    assert seg["replaced_quality"] == pytest.approx(0.47)
+    assert seg["failures_of_best_overall"] == ["grid-lite0 pointing"]
+    assert seg["threshold"] == 0.30
+    assert seg["iou_at_threshold"] == {LITE0: pytest.approx(0.50), LITE1: pytest.approx(0.50)}
+    # Localisation also needs Grad-CAM's pointing: PLAIN (0.80 < 0.85) fails it; LOC
+    # (0.46) passes both checks against Grad-CAM (0.45).
+    loc = choice["localisation"]
+    assert loc["config"] == LOC.key
+
+
+def test_ties_go_to_the_simplest() -> None:
+    configs = [SEG, PLAIN]
+    real = _real(
+        {SEG.key: 0.504, PLAIN.key: 0.500, GRADCAM: 0.45},
+        pointing={SEG.key: 0.9, PLAIN.key: 0.9, GRADCAM: 0.85},
+    )
+    choice = real_photos.choose_real(real, _synthetic({}), configs)
+    # 0.4 point better is inside the 0.5-point tie: the truncation at the layers goes.
+    assert choice["segmentation"]["config"] == PLAIN.key
+
+
+def test_multiscale_is_taken_only_when_it_lifts_every_model_by_a_point() -> None:
+    configs = [SEG, PLAIN]
+    label = "x1,0.5,1.5,2+flip 4"
+    real = _real(
+        {SEG.key: 0.47, PLAIN.key: 0.50, GRADCAM: 0.45},
+        pointing={SEG.key: 0.9, PLAIN.key: 0.9, GRADCAM: 0.85},
+    )
+    for model, gain in ((LITE0, 0.02), (LITE1, 0.012)):
+        real.info[model] = {"multiscale_label": label}
+        real.values[model][f"{PLAIN.key} @ x1 4"] = {"all": _group(0.49, 30, 0.9)}
+        real.values[model][f"{PLAIN.key} @ {label}"] = {"all": _group(0.49 + gain, 25, 0.9)}
+    choice = real_photos.choose_real(real, _synthetic({}), configs)
+    assert choice["segmentation"]["multiscale"] == label
+    assert choice["segmentation"]["key"] == f"{PLAIN.key} @ {label}"
+    assert choice["segmentation"]["threshold"] == 0.25
+    real.values[LITE1][f"{PLAIN.key} @ {label}"] = {"all": _group(0.495, 25, 0.9)}
+    choice = real_photos.choose_real(real, _synthetic({}), configs)
+    assert choice["segmentation"]["multiscale"] is None
+    assert choice["localisation"]["multiscale"] is None
+
+
+def test_a_choice_maps_to_task_defaults() -> None:
+    choice = {
+        "segmentation": {
+            "config": PLAIN.key,
+            "multiscale": "x1,0.5,1.5,2+flip 8",
+            "threshold": 0.254,
+        },
+        "localisation": {"config": LOC.key, "multiscale": None, "threshold": 0.3},
+    }
+    out = real_photos.task_defaults_of(choice)
+    assert out["segmentation"] == TaskDefaults(
+        fusion="mean",
+        truncation=None,
+        propagation="positive",
+        gates="relu-below",
+        threshold=0.25,
+        scales=(1.0, 0.5, 1.5, 2.0),
+        flips=True,
+    )
+    assert out["localisation"] == TaskDefaults(
+        fusion="mean",
+        truncation=GradientTruncation("soft", quantile=0.5),
+        propagation=GradientTruncation("soft", quantile=0.9),
+        gates="layers",
+        threshold=0.3,
+    )
+
+
+def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> None:
+    real = real_photos.load_real([BENCHMARKS / "results" / "real_photos_scores.json"])
+    synthetic = quality.load_scores([BENCHMARKS / "results" / "quality_scores.json"])
+    configs = real_photos.real_configs()
+    choice = real_photos.choose_real(real, synthetic, configs)
+    # Lite2 changes nothing: the rule never reads it.
+    assert "efficientnet-lite2" in real.values
+    real.values.pop("efficientnet-lite2")
+    assert real_photos.choose_real(real, synthetic, configs) == choice
+    assert choice["segmentation"]["config"] == SEG.key
+    assert choice["segmentation"]["multiscale"] == "x1,0.5,1.5,2+flip 8"
+    assert choice["localisation"]["config"] == LOC.key
+    assert real_photos.task_defaults_of(choice) == dict(TASK_DEFAULTS)
+    # Each shipped threshold is within 1 point of its map's best IoU on both models.
+    for entry in choice.values():
+        for model in real_photos.CHOOSING:
+            assert entry["iou_at_threshold"][model] >= entry["iou_best"][model] - 0.01
