@@ -220,15 +220,20 @@ def quality_of(real: RealScores, key: str, models: Sequence[str] = CHOOSING) -> 
     return float(np.mean(cells)) if cells else math.nan
 
 
-def constraint_failures(synthetic: quality.Scores, config: Config, replaced: Config) -> list[str]:
-    """Where ``config`` loses more than :data:`CONSTRAINT_SLACK` against ``replaced``."""
+def constraint_failures(
+    synthetic: quality.Scores, config: Config | str, replaced: Config
+) -> list[str]:
+    """Where ``config`` (or the scores' key of a processing of it) loses more than
+    :data:`CONSTRAINT_SLACK` against ``replaced``; a set that holds no score of it
+    counts as a failure (not measured is not met)."""
+    key = config if isinstance(config, str) else config.key
     out = []
     checks = [(d, "miou_best") for d in quality.WSSS_SETS]
     checks += [(d, m) for d in quality.GRID_SETS for m in ("pointing", "extent")]
     for dataset, metric in checks:
         if dataset not in synthetic.values:
             continue
-        value = synthetic.get(dataset, config.key, metric)
+        value = synthetic.get(dataset, key, metric)
         floor = synthetic.get(dataset, replaced.key, metric) - CONSTRAINT_SLACK
         if math.isnan(value) or value < floor:
             out.append(f"{dataset} {metric}")
@@ -268,8 +273,11 @@ def choose_real(
     Multi-scale and flips (IRN's scales 1.0, 0.5, 1.5, 2.0 and mirrors): the
     segmentation default uses them only if they lift the chosen configuration's
     all-photo IoU at the best t by at least 1 point on each choosing model; then the
-    threshold is calibrated on the multi-scale maps. Their effect on the synthetic sets
-    and grids is not measured, so localisation never uses them.
+    threshold is calibrated on the multi-scale maps. Like any default they must also meet
+    the constraints above, on synthetic and grid scores of the multi-scale maps
+    themselves; where those were not measured they are not taken (this condition was
+    added after the first run, which had taken them unchecked). Localisation never
+    uses them.
     """
     result: dict[str, Any] = {}
     measured = [c for c in configs if not math.isnan(quality_of(real, c.key))]
@@ -303,7 +311,11 @@ def choose_real(
             ms_key = f"{key} @ {label}"
             x1_key = f"{key} @ x1 {label.rsplit(' ', 1)[-1]}"
             gains = [real.best(m, ms_key)[0] - real.best(m, x1_key)[0] for m in CHOOSING]
-            if all(g >= MULTISCALE_GAIN for g in gains):
+            # A default meets the constraints whatever its processing: multi-scale maps
+            # need their own synthetic and grid scores, else they stay an option.
+            if all(g >= MULTISCALE_GAIN for g in gains) and not constraint_failures(
+                synthetic, ms_key, replaced
+            ):
                 key, scales = ms_key, label
         curves = np.array([real.curve(m, key) for m in CHOOSING])
         index = int(np.nanargmax(curves.mean(axis=0)))

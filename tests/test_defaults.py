@@ -121,9 +121,9 @@ def test_both_tasks_hold_the_documented_defaults() -> None:
     assert (segmentation.propagation, segmentation.gates, segmentation.threshold) == (
         "positive",
         "relu-below",
-        0.25,
+        0.17,
     )
-    assert (segmentation.scales, segmentation.flips) == ((1.0, 0.5, 1.5, 2.0), True)
+    assert (segmentation.scales, segmentation.flips) == ((1.0,), False)
     assert (localisation.scales, localisation.flips) == ((1.0,), False)
     assert tuple(TASK_DEFAULTS) == ("localisation", "segmentation")
 

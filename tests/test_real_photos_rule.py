@@ -113,7 +113,7 @@ def test_ties_go_to_the_simplest() -> None:
     assert choice["segmentation"]["config"] == PLAIN.key
 
 
-def test_multiscale_is_taken_only_when_it_lifts_every_model_by_a_point() -> None:
+def test_multiscale_is_taken_only_when_it_lifts_every_model_and_meets_the_constraints() -> None:
     configs = [SEG, PLAIN]
     label = "x1,0.5,1.5,2+flip 4"
     real = _real(
@@ -124,12 +124,19 @@ def test_multiscale_is_taken_only_when_it_lifts_every_model_by_a_point() -> None
         real.info[model] = {"multiscale_label": label}
         real.values[model][f"{PLAIN.key} @ x1 4"] = {"all": _group(0.49, 30, 0.9)}
         real.values[model][f"{PLAIN.key} @ {label}"] = {"all": _group(0.49 + gain, 25, 0.9)}
-    choice = real_photos.choose_real(real, _synthetic({}), configs)
+    # Without synthetic and grid scores of the multi-scale maps, the constraints fail it.
+    synthetic = _synthetic({})
+    assert real_photos.choose_real(real, synthetic, configs)["segmentation"]["multiscale"] is None
+    for dataset, metric in [(d, "miou_best") for d in quality.WSSS_SETS] + [
+        (d, m) for d in quality.GRID_SETS for m in ("pointing", "extent")
+    ]:
+        synthetic.put(dataset, f"{PLAIN.key} @ {label}", metric, 0.5)
+    choice = real_photos.choose_real(real, synthetic, configs)
     assert choice["segmentation"]["multiscale"] == label
     assert choice["segmentation"]["key"] == f"{PLAIN.key} @ {label}"
     assert choice["segmentation"]["threshold"] == 0.25
     real.values[LITE1][f"{PLAIN.key} @ {label}"] = {"all": _group(0.495, 25, 0.9)}
-    choice = real_photos.choose_real(real, _synthetic({}), configs)
+    choice = real_photos.choose_real(real, synthetic, configs)
     assert choice["segmentation"]["multiscale"] is None
     assert choice["localisation"]["multiscale"] is None
 
@@ -172,7 +179,9 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     real.values.pop("efficientnet-lite2")
     assert real_photos.choose_real(real, synthetic, configs) == choice
     assert choice["segmentation"]["config"] == SEG.key
-    assert choice["segmentation"]["multiscale"] == "x1,0.5,1.5,2+flip 8"
+    # Multi-scale lifts the photos by 1 point on each model but has no synthetic or
+    # grid scores of its own, so the constraints keep it an option.
+    assert choice["segmentation"]["multiscale"] is None
     assert choice["localisation"]["config"] == LOC.key
     assert real_photos.task_defaults_of(choice) == dict(TASK_DEFAULTS)
     # Each shipped threshold is within 1 point of its map's best IoU on both models.
