@@ -44,7 +44,7 @@ class TaskDefaults:
 
         >>> from captum_shallow import task_defaults
         >>> task_defaults("segmentation").threshold
-        0.25
+        0.17
     """
 
     fusion: Fusion
