@@ -593,3 +593,14 @@ def test_explain_refuses_an_output_name_over_the_limit_before_any_work(
         "255; give the image a shorter name (its stem names the outputs)"
     )
     assert not out.exists()
+
+
+def test_a_fifo_given_as_weights_is_refused_in_one_line_without_waiting(tmp_path: Path) -> None:
+    from captum_shallow.models import build_model
+
+    fifo = tmp_path / "weights.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"weights file .*weights\.pt: it is a FIFO"):
+        build_model("resnet18", weights=fifo)
+    with pytest.raises(FileNotFoundError, match="no such weights file"):
+        build_model("resnet18", weights=tmp_path / "missing.pt")

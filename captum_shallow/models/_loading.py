@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .._errors import unknown_name
+from ..io._paths import open_regular
 from ._efficientnet_lite import LITE_ARCHITECTURES, LITE_WEIGHTS, build_lite, lite_weights_path
 
 
@@ -186,15 +187,16 @@ class _AllocationsOnMeta(TorchFunctionMode):
 
 def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no such weights file: {path}")
-    try:
-        loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises pickle, zip and runtime errors alike
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"cannot load weights {path} with torch.load(weights_only=True): {reason}"
-        ) from None
+    # One careful reader: a FIFO or a device is refused, never waited on.
+    with open_regular(path, "weights file") as stream:
+        try:
+            loaded: Any = torch.load(stream, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises pickle, zip and runtime errors alike
+            text = str(error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
+            raise ValueError(
+                f"cannot load weights {path} with torch.load(weights_only=True): {reason}"
+            ) from None
     for key in ("state_dict", "model"):
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
