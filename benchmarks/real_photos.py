@@ -98,13 +98,14 @@ MULTISCALE_GAIN = 0.01
 THRESHOLD_SLACK = 0.01
 GROUPS_EXTRA = ("approx", "strict")
 
-#: The candidates scored on the photos (the CPU budget of one run does not allow all of
-#: quality.py's): the fusions max, mean and geometric x every forward truncation x
-#: these readings of the propagation (the positive part and soft q.90 at the fused
-#: layers, the positive part at the ReLU calls below the deepest layer): every
-#: setting of the replaced defaults, and each reading of the propagation.
-REAL_FUSIONS = ("max", "mean", "geometric")
-REAL_PROPAGATION = ("none", "positive@layers", "soft q.90@layers", "positive@relu-below")
+#: The candidates scored on the photos: every configuration of quality.py, i.e. every
+#: fusion (max, max with LayerCAM's tanh scaling, mean, product, geometric mean) x every
+#: forward truncation x every reading of the propagation, each truncation kind (soft,
+#: hard, clip) included. The first run scored the 36 of max/mean/geometric x the
+#: propagation none, positive@layers, soft q.90@layers and positive@relu-below; the
+#: second run added the other 99 with the rule unchanged (``--only-missing``).
+REAL_FUSIONS = tuple(label for label, *_ in quality.FUSIONS)
+REAL_PROPAGATION = tuple(label for label, *_ in quality.PROPAGATION)
 #: The peers, end to end with their own libraries (our LayerCAM at the last block is
 #: left out: the grid benchmark reports it).
 PEERS = (BASELINE_GRADCAM, BASELINE_PGC, BASELINES[3])
@@ -462,22 +463,31 @@ def run_single(
     keys = [c.key for c in configs] + list(PEERS)
     targets: list[int] = cached.get("targets", [])
     maps_cache: dict[str, list[Tensor]] = cached.get("maps", {})
-    start = time.perf_counter()
-    if len(targets) != count or any(k not in maps_cache for k in keys):
+    if len(targets) != count:
         maps_cache, targets = {}, []
+    # Only the maps the cache lacks are computed; the cached ones are kept.
+    missing = [c for c in configs if c.key not in maps_cache]
+    start = time.perf_counter()
+    if missing or any(k not in maps_cache for k in PEERS):
+        new_maps: dict[str, list[Tensor]] = {}
+        new_targets: list[int] = []
         for s in range(0, count, args.batch):
             batch = [photos.photo(i) for i in range(s, min(s + args.batch, count))]
             x = torch.stack([preprocess(p.image, size) for p in batch])
             with torch.no_grad():
                 logits = model(x)
             t = listed_target(logits, [p.imagenet_indices for p in batch])
-            targets += t.tolist()
-            for key, maps in single_scale_maps(data, configs, x, t).items():
-                maps_cache.setdefault(key, []).extend(maps.half())
+            new_targets += t.tolist()
+            for key, maps in single_scale_maps(data, missing, x, t).items():
+                new_maps.setdefault(key, []).extend(maps.half())
             log(
                 f"{name}: single scale {s + len(batch)}/{count} "
                 f"({time.perf_counter() - start:.0f} s)"
             )
+        if targets and targets != new_targets:
+            raise SystemExit(f"{name}: the cached maps' targets differ from this run's")
+        maps_cache.update(new_maps)
+        targets = new_targets
         if cache:
             cache.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"targets": targets, "maps": maps_cache}, cache)
@@ -830,6 +840,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--cache", default=None, help="folder caching the single-scale maps")
     parser.add_argument(
+        "--only-missing",
+        action="store_true",
+        help="single phase: only the configurations the --load files have not scored",
+    )
+    parser.add_argument(
         "--synthetic",
         default=str(REPO / "benchmarks" / "results" / "quality_scores.json"),
         help="quality.py's scores of the synthetic sets and grids (the constraints)",
@@ -872,6 +887,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 chosen = configs
                 if args.keys:  # a check of a few configurations (e.g. on Lite2)
                     chosen = [c for c in configs if c.key in args.keys.split(";")]
+                if args.only_missing:
+                    chosen = [c for c in chosen if not real.has(name, c.key)]
                 run_single(args, data, photos, chosen, real, log)
             elif phase == "multiscale":
                 run_multiscale(args, data, photos, keys, real, log)
