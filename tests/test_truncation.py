@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from captum_shallow import GradientTruncation
+from captum_shallow.attribution import _truncation
 
 MODES = ("soft", "hard", "clip")
 SCOPES = ("sample", "channel")
@@ -61,8 +62,13 @@ def test_channel_scope_thresholds_each_channel_alone() -> None:
     assert out.tolist() == [[[0.0, 0.0], [0.0, 20.0]]]
 
 
+@pytest.mark.parametrize("select_rows", [64, 0], ids=["kthvalue", "topk"])
 @pytest.mark.parametrize("q", [0.0, 0.1, 0.37, 0.5, 0.51, 0.9, 0.99, 1.0])
-def test_quantile_threshold_matches_the_reference_definition(q: float) -> None:
+def test_quantile_threshold_matches_the_reference_definition(
+    q: float, select_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Few rows take one kthvalue each, many rows one batched topk: both paths.
+    monkeypatch.setattr(_truncation, "_SELECT_ROWS", select_rows)
     generator = torch.Generator().manual_seed(1)
     grad = torch.randn(4, 3, 7, 5, generator=generator, dtype=torch.float64)
     grad[1] = -grad[1].abs()  # a sample without positive entries
