@@ -73,6 +73,7 @@ from torch import Tensor, nn
 from captum_shallow import GradientTruncation, LayerCAM, ShallowCAM, fuse_maps
 from captum_shallow.attribution import TASK_DEFAULTS, Fusion, TaskDefaults
 from captum_shallow.attribution._hooks import layer_gradients_and_activations
+from captum_shallow.attribution._multiscale import IRN_SCALES
 from captum_shallow.datasets import SAMPLE_PHOTOS, sample_photo
 from captum_shallow.evaluation import (
     ThresholdSweep,
@@ -444,13 +445,40 @@ def evaluate_grid(
                 grid_scores(scores, dataset, key, maps, data)
     log(f"{dataset}: {len(configs)} configs in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
-    baselines = baseline_fns(model, names, tuple(images.shape[1:]))  # type: ignore[arg-type]
+    baselines = {} if args.only_multiscale else baseline_fns(model, names, tuple(images.shape[1:]))  # type: ignore[arg-type]
     for key, fn in baselines.items():
         grid_scores(scores, dataset, key, run_chunked(fn, images, targets, args.chunk), data)
     log(f"{dataset}: baselines in {time.perf_counter() - start:.0f} s")
+    for key, fn in multiscale_fns(args, model, layers).items():
+        start = time.perf_counter()
+        grid_scores(scores, dataset, key, run_chunked(fn, images, targets, args.chunk), data)
+        log(f"{dataset}: {key} in {time.perf_counter() - start:.0f} s")
     data["layers"] = layers
     data["baselines"] = baselines
     return data
+
+
+def multiscale_label(scales: Sequence[float], flips: bool) -> str:
+    """``"x1,0.5,1.5,2+flip"``: the processing part of a multi-scale score key."""
+    return "x" + ",".join(f"{s:g}" for s in scales) + ("+flip" if flips else "")
+
+
+def multiscale_fns(
+    args: argparse.Namespace, model: nn.Module, layers: list[nn.Module]
+) -> dict[str, CamFn]:
+    """End-to-end multi-scale maps of the ``--multiscale`` configurations, keyed
+    ``"<config> @ <processing>"`` (the key real_photos.py's rule looks up)."""
+    fns: dict[str, CamFn] = {}
+    keys = [k for k in (args.multiscale or "").split(";") if k]
+    scales, flips = args.ms_scales, args.ms_flips
+    for key in keys:
+        cam = shallowcam_of(Config.parse(key), model, layers)
+
+        def fn(x: Tensor, t: Tensor, cam: ShallowCAM = cam) -> Tensor:
+            return cam.attribute(x, target=t, scales=scales, flips=flips).detach()
+
+        fns[f"{key} @ {multiscale_label(scales, flips)}"] = fn
+    return fns
 
 
 # ---------------------------------------------------------------- the WSSS sets
@@ -496,7 +524,10 @@ def evaluate_wsss(
     log(f"{dataset}: layers {names}; {scores.info[dataset]}")
     num_classes = int(test.labels.shape[1]) + 1
     sweeps = {c.key: ThresholdSweep(num_classes) for c in configs}
-    baselines = baseline_fns(model, names, tuple(test.images.shape[1:]))  # type: ignore[arg-type]
+    baselines = (
+        {} if args.only_multiscale else baseline_fns(model, names, tuple(test.images.shape[1:]))
+    )  # type: ignore[arg-type]
+    baselines.update(multiscale_fns(args, model, layers))
     base_sweeps = {key: ThresholdSweep(num_classes) for key in baselines}
     start = time.perf_counter()
     checked = False
@@ -908,6 +939,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[],
         help="scores of sets run before (a --dump file of this script); repeatable",
     )
+    parser.add_argument(
+        "--multiscale",
+        default=None,
+        help="';'-separated configurations also scored end to end with multi-scale and "
+        "flip inference (real_photos.py's rule needs these scores to take it)",
+    )
+    parser.add_argument(
+        "--ms-scales",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=IRN_SCALES,
+        help="scales of --multiscale (default IRN's 1,0.5,1.5,2)",
+    )
+    parser.add_argument("--ms-flips", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--only-multiscale",
+        action="store_true",
+        help="score only the --multiscale maps (no configurations, peers or faithfulness); "
+        "--load the full run's scores for the report",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -927,16 +977,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_scores([path], scores)
         log(f"scores loaded from {path}")
     grids: dict[str, dict[str, Any]] = {}
+    run = [] if args.only_multiscale else configs
+    if args.only_multiscale:
+        args.del_cases = 0
     for dataset in filter(None, args.sets.split(",")):
         if dataset.startswith("wsss-"):
-            evaluate_wsss(args, dataset, configs, scores, log)
+            evaluate_wsss(args, dataset, run, scores, log)
         elif dataset in GRID_SETS:
             try:
-                grids[dataset] = evaluate_grid(args, dataset, configs, scores, log)
+                grids[dataset] = evaluate_grid(args, dataset, run, scores, log)
             except ImportError as error:
                 log(f"{dataset}: skipped ({error})")
         else:
             parser.error(f"unknown set {dataset!r}")
+    if args.only_multiscale and not args.load:  # nothing to choose from
+        if args.dump:
+            dump_scores(args.dump, scores, {})
+        log("done")
+        return
     choice = choose(scores, configs)
     if "grid-lite0" in scores.values and "note" not in choice and args.del_cases > 0:
         data = grids.get("grid-lite0")

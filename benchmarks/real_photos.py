@@ -313,9 +313,11 @@ def choose_real(
             x1_key = f"{key} @ x1 {label.rsplit(' ', 1)[-1]}"
             gains = [real.best(m, ms_key)[0] - real.best(m, x1_key)[0] for m in CHOOSING]
             # A default meets the constraints whatever its processing: multi-scale maps
-            # need their own synthetic and grid scores, else they stay an option.
+            # need their own synthetic and grid scores (quality.py --multiscale, keyed
+            # by the processing without the photo subsample), else they stay an option.
+            synthetic_key = f"{key} @ {label.split(' ')[0]}"
             if all(g >= MULTISCALE_GAIN for g in gains) and not constraint_failures(
-                synthetic, ms_key, replaced
+                synthetic, synthetic_key, replaced
             ):
                 key, scales = ms_key, label
         curves = np.array([real.curve(m, key) for m in CHOOSING])

@@ -130,7 +130,8 @@ def test_multiscale_is_taken_only_when_it_lifts_every_model_and_meets_the_constr
     for dataset, metric in [(d, "miou_best") for d in quality.WSSS_SETS] + [
         (d, m) for d in quality.GRID_SETS for m in ("pointing", "extent")
     ]:
-        synthetic.put(dataset, f"{PLAIN.key} @ {label}", metric, 0.5)
+        # quality.py --multiscale keys them by the processing alone (no photo subsample).
+        synthetic.put(dataset, f"{PLAIN.key} @ x1,0.5,1.5,2+flip", metric, 0.5)
     choice = real_photos.choose_real(real, synthetic, configs)
     assert choice["segmentation"]["multiscale"] == label
     assert choice["segmentation"]["key"] == f"{PLAIN.key} @ {label}"
@@ -188,3 +189,10 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     for entry in choice.values():
         for model in real_photos.CHOOSING:
             assert entry["iou_at_threshold"][model] >= entry["iou_best"][model] - 0.01
+
+
+def test_quality_scores_multiscale_maps_under_the_key_the_rule_reads() -> None:
+    # quality.py --multiscale writes "<config> @ <processing>"; the rule strips the
+    # photo subsample ("... 8") from its label and looks that key up.
+    assert quality.multiscale_label((1.0, 0.5, 1.5, 2.0), True) == real_photos.MULTISCALE_LABEL
+    assert quality.multiscale_label((1.0, 2.0), False) == "x1,2"
