@@ -463,6 +463,17 @@ def multiscale_label(scales: Sequence[float], flips: bool) -> str:
     return "x" + ",".join(f"{s:g}" for s in scales) + ("+flip" if flips else "")
 
 
+def add_multiscale_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--ms-scales`` and ``--ms-flips``: the processing of ``what``."""
+    parser.add_argument(
+        "--ms-scales",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=IRN_SCALES,
+        help=f"scales of {what} (default IRN's 1,0.5,1.5,2)",
+    )
+    parser.add_argument("--ms-flips", action=argparse.BooleanOptionalAction, default=True)
+
+
 def multiscale_fns(
     args: argparse.Namespace, model: nn.Module, layers: list[nn.Module]
 ) -> dict[str, CamFn]:
@@ -945,13 +956,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="';'-separated configurations also scored end to end with multi-scale and "
         "flip inference (real_photos.py's rule needs these scores to take it)",
     )
-    parser.add_argument(
-        "--ms-scales",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=IRN_SCALES,
-        help="scales of --multiscale (default IRN's 1,0.5,1.5,2)",
-    )
-    parser.add_argument("--ms-flips", action=argparse.BooleanOptionalAction, default=True)
+    add_multiscale_arguments(parser, "--multiscale")
     parser.add_argument(
         "--only-multiscale",
         action="store_true",

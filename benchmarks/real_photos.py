@@ -80,7 +80,7 @@ CHECKING = ("efficientnet-lite2",)
 THRESHOLDS = [round(0.01 * i, 2) for i in range(96)]
 #: The multi-scale and flip processing measured at equal processing (IRN's).
 MULTISCALE = (IRN_SCALES, True)
-MULTISCALE_LABEL = "x" + ",".join(f"{s:g}" for s in IRN_SCALES) + "+flip"
+MULTISCALE_LABEL = quality.multiscale_label(IRN_SCALES, True)
 #: The configurations the shipped defaults were before this rule.
 REPLACED = {
     "segmentation": Config("mean", "soft q.90", "positive@relu-below"),
@@ -529,7 +529,7 @@ def run_multiscale(
     cost ratio (both timed per method over all photos)."""
     name, size = data["name"], data["size"]
     scales, flips = args.ms_scales, args.ms_flips
-    label = multiscale_label(scales, flips)
+    label = quality.multiscale_label(scales, flips)
     every = range(0, len(photos), args.ms_every)
     targets = [real.info[name]["targets"][i] for i in every]
     photos = photos.subset(every)
@@ -618,10 +618,6 @@ def run_crf(
     for key, parts in per_key.items():
         real.put(name, key, _at_half(RealPhotoScores.cat(parts)), groups)
     real.info[name]["crf_thresholds"] = dict(zip(keys, thresholds))
-
-
-def multiscale_label(scales: Sequence[float], flips: bool) -> str:
-    return "x" + ",".join(f"{s:g}" for s in scales) + ("+flip" if flips else "")
 
 
 def _at_half(scores: RealPhotoScores) -> RealPhotoScores:
@@ -824,13 +820,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=8, help="photos per backward pass")
     parser.add_argument("--limit", type=int, default=0, help="only the first N photos (smoke run)")
     parser.add_argument("--quick", action="store_true", help="few configurations")
-    parser.add_argument(
-        "--ms-scales",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=IRN_SCALES,
-        help="scales of the multi-scale phase (default IRN's 1,0.5,1.5,2)",
-    )
-    parser.add_argument("--ms-flips", action=argparse.BooleanOptionalAction, default=True)
+    quality.add_multiscale_arguments(parser, "the multi-scale phase")
     parser.add_argument(
         "--ms-every", type=int, default=1, help="multi-scale phase on every N-th photo only"
     )
