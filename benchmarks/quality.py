@@ -928,6 +928,23 @@ def report(scores: Scores, configs: list[Config], choice: dict[str, Any]) -> lis
 # ---------------------------------------------------------------- main
 
 
+def start_run(
+    script: str, argv: Sequence[str] | None, threads: int, device: str = "cpu"
+) -> Callable[[str], None]:
+    """Set the threads and the seed, log the command and the platform; the log function
+    (each line prefixed by the seconds since this call)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
+
+    log(f"command: python benchmarks/{script} " + " ".join(sys.argv[1:] if argv is None else argv))
+    log(f"torch {torch.__version__}, {device}, threads {threads}, {platform.machine()}")
+    return log
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -964,18 +981,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--load the full run's scores for the report",
     )
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
-
-    log("command: python benchmarks/quality.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    log(
-        f"torch {torch.__version__}, device {args.device}, threads {args.threads}, "
-        f"{platform.machine()}"
-    )
+    log = start_run("quality.py", argv, args.threads, f"device {args.device}")
     configs = build_configs(args.quick)
     scores = Scores()
     for path in args.load:

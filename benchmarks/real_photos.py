@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -846,18 +845,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--dump", default=None, help="write every score to this JSON file")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
-
-    log(
-        "command: python benchmarks/real_photos.py "
-        + " ".join(sys.argv[1:] if argv is None else argv)
-    )
-    log(f"torch {torch.__version__}, threads {args.threads}, {platform.machine()}")
+    log = quality.start_run("real_photos.py", argv, args.threads)
     configs = real_configs(args.quick)
     synthetic = quality.load_scores([args.synthetic])
     real = load_real(args.load)
