@@ -720,7 +720,8 @@ def task_defaults_of(choice: dict[str, Any]) -> dict[str, TaskDefaults]:
 
 
 def load_scores(paths: Sequence[str | Path], scores: Scores | None = None) -> Scores:
-    """Scores from ``--dump`` files of this script (later files win per set)."""
+    """Scores from ``--dump`` files of this script, merged (later files win per set and
+    key: a file of a few methods adds to a full run's set)."""
     scores = Scores() if scores is None else scores
 
     def nan_for_null(value: Any) -> Any:  # dump_scores writes NaN as null
@@ -735,8 +736,9 @@ def load_scores(paths: Sequence[str | Path], scores: Scores | None = None) -> Sc
     for path in paths:
         loaded = nan_for_null(json.loads(Path(path).read_text()))
         for dataset, values in loaded["values"].items():
-            scores.values[dataset] = values
-        scores.curves.update(loaded["curves"])
+            scores.values.setdefault(dataset, {}).update(values)
+        for dataset, curves in loaded["curves"].items():
+            scores.curves.setdefault(dataset, {}).update(curves)
         scores.info.update(loaded.get("info", {}))
         scores.thresholds = loaded["thresholds"] or scores.thresholds
     return scores

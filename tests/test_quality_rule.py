@@ -135,3 +135,22 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     for task, shipped in TASK_DEFAULTS.items():
         from_photos = {"threshold": shipped.threshold, "scales": shipped.scales}
         assert dataclasses.replace(chosen[task], **from_photos, flips=shipped.flips) == shipped
+
+
+def test_loading_several_dumps_merges_their_methods(tmp_path: Path) -> None:
+    # A run of the multi-scale maps alone adds to the full run's sets; it replaces
+    # nothing but the methods it scored again.
+    full, extra = quality.Scores(), quality.Scores()
+    full.put("grid-lite0", SIMPLE.key, "pointing", 0.5)
+    full.put("grid-lite0", SHARP.key, "pointing", 0.7)
+    full.curves["wsss-shapes"] = {SIMPLE.key: [0.1, 0.2]}
+    extra.put("grid-lite0", f"{SIMPLE.key} @ x1,2", "pointing", 0.6)
+    extra.put("grid-lite0", SHARP.key, "pointing", 0.8)
+    extra.curves["wsss-shapes"] = {f"{SIMPLE.key} @ x1,2": [0.3, 0.4]}
+    quality.dump_scores(tmp_path / "full.json", full, {})
+    quality.dump_scores(tmp_path / "extra.json", extra, {})
+    merged = quality.load_scores([tmp_path / "full.json", tmp_path / "extra.json"])
+    assert merged.get("grid-lite0", SIMPLE.key, "pointing") == 0.5
+    assert merged.get("grid-lite0", SHARP.key, "pointing") == 0.8
+    assert merged.get("grid-lite0", f"{SIMPLE.key} @ x1,2", "pointing") == 0.6
+    assert set(merged.curves["wsss-shapes"]) == {SIMPLE.key, f"{SIMPLE.key} @ x1,2"}
