@@ -74,6 +74,11 @@ from quality import (
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "realmasks"
+#: quality.py's scores: every configuration's, and the multi-scale maps' own.
+SYNTHETIC = [
+    REPO / "benchmarks" / "results" / name
+    for name in ("quality_scores.json", "quality_multiscale_scores.json")
+]
 CHOOSING = ("efficientnet-lite0", "efficientnet-lite1")
 CHECKING = ("efficientnet-lite2",)
 THRESHOLDS = [round(0.01 * i, 2) for i in range(96)]
@@ -837,8 +842,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--synthetic",
-        default=str(REPO / "benchmarks" / "results" / "quality_scores.json"),
-        help="quality.py's scores of the synthetic sets and grids (the constraints)",
+        action="append",
+        default=None,
+        help="quality.py's scores of the synthetic sets and grids (the constraints); "
+        "repeatable (default: benchmarks/results/quality_scores.json and "
+        "quality_multiscale_scores.json, the multi-scale maps' own)",
     )
     parser.add_argument(
         "--load", action="append", default=[], help="scores of earlier runs (--dump files)"
@@ -847,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     log = quality.start_run("real_photos.py", argv, args.threads)
     configs = real_configs(args.quick)
-    synthetic = quality.load_scores([args.synthetic])
+    synthetic = quality.load_scores(args.synthetic or SYNTHETIC)
     real = load_real(args.load)
     phases = [p for p in args.phases.split(",") if p]
     if phases:
