@@ -604,3 +604,26 @@ def test_a_fifo_given_as_weights_is_refused_in_one_line_without_waiting(tmp_path
         build_model("resnet18", weights=fifo)
     with pytest.raises(FileNotFoundError, match="no such weights file"):
         build_model("resnet18", weights=tmp_path / "missing.pt")
+
+
+def test_pseudo_masks_refuses_a_mask_name_over_the_out_disks_limit_before_any_work(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The images' disk takes the name; --out sits on one with a shorter limit (eCryptfs
+    # takes 143 bytes): the run stops before any work, not job by job.
+    from captum_shallow.segmentation import _runner
+
+    long = "n" * 150
+    (dataset / "a.png").rename(dataset / f"{long}.png")
+    (dataset / "labels.csv").write_text(f"image,classes\n{long}.png,cat\nb.png,dog\n")
+    monkeypatch.setattr(_runner, "name_limit", lambda folder: 143)
+    out = tmp_path / "out"
+    message = _one_line_error(capsys, _masks_argv(dataset, out))
+    assert message == (
+        f"the output of {long!r}, {long}.png, has a name of 154 bytes, over the file "
+        "system's limit of 143; give the image a shorter name (its id names the outputs)"
+    )
+    assert _mask_names(out) == []

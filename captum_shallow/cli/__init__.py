@@ -100,13 +100,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # argparse's own usage errors, --help, --version
         return exit_.code if isinstance(exit_.code, int) else 2
     except CLIError as error:
-        print(f"{PROG}: error: {one_line(error)}", file=sys.stderr)
+        _say(f"{PROG}: error: {one_line(error)}")
         return CLIError.exit_code
     except KeyboardInterrupt as error:
         signum = getattr(error, "signum", signal.SIGINT)
         by = "" if signum == signal.SIGINT else f" by {signal_name(signum)}"
-        print(f"{PROG}: interrupted{by}", file=sys.stderr)
+        _say(f"{PROG}: interrupted{by}")
         return 128 + signum
+
+
+def _say(line: str) -> None:
+    """Write one line to stderr in one write: ranks of a torchrun share the stream, and
+    ``print`` writes the text and its newline apart, so two ranks' lines could merge."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _printable_output() -> None:

@@ -20,6 +20,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from captum_shallow.io import preprocess, read_image
+from captum_shallow.io._paths import name_limit
 from captum_shallow.visualization import (
     ExplainedImage,
     attribution_figure,
@@ -204,7 +205,7 @@ def _check_outputs(args: argparse.Namespace, stems: Sequence[str]) -> None:
     if args.html:
         names.append(REPORT_NAME)
     inputs = [*args.images, *([args.weights] if args.weights else [])]
-    limit = _name_limit(out)
+    limit = name_limit(out)
     for name in names:
         size = len(os.fsencode(name))
         if size > limit:
@@ -213,17 +214,6 @@ def _check_outputs(args: argparse.Namespace, stems: Sequence[str]) -> None:
                 f"{limit}; give the image a shorter name (its stem names the outputs)"
             )
         check_replaceable(out / name, inputs)
-
-
-def _name_limit(folder: Path) -> int:
-    """The longest file name, in bytes, that the disk holding ``folder`` takes."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        return os.pathconf(existing, "PC_NAME_MAX")
-    except (OSError, ValueError, AttributeError):
-        return 255
 
 
 def _size(attribution: Tensor) -> str:

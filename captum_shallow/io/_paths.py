@@ -22,6 +22,7 @@ __all__ = [
     "check_plain_name",
     "file_kind",
     "inside",
+    "name_limit",
     "open_regular",
     "read_text",
 ]
@@ -175,3 +176,23 @@ def inside(folder: str | os.PathLike[str], path: str | os.PathLike[str], what: s
             "(through a symbolic link or '..'); refusing to use it"
         )
     return resolved
+
+
+def name_limit(folder: str | os.PathLike[str]) -> int:
+    """The longest file name, in bytes, that the disk holding ``folder`` takes.
+
+    ``folder`` need not exist yet: its nearest existing parent is asked (255 where
+    the system cannot tell).
+
+    Examples::
+
+        >>> name_limit("/tmp") >= 14
+        True
+    """
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255

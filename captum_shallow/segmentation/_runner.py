@@ -45,7 +45,7 @@ from ..io._atomic import (
     remove_temporaries,
     space_reserve,
 )
-from ..io._paths import inside, open_regular, read_text
+from ..io._paths import inside, name_limit, open_regular, read_text
 from ._jobs import MaskJob
 from ._mask_pipeline import CamFn, MaskRun, RunCounts, cams_path, mask_path, run_masks, shard
 
@@ -299,10 +299,24 @@ def check_output_paths(
     must stay inside ``out``'s own real path. Checked before any work, on every
     rank alike.
 
+    Each file name must also fit the disk's limit on a name's length (255 bytes on
+    most), so that a long image name stops the run here, not as a failed job.
+
     Raises:
-        UserError: Naming the first job whose output leaves ``out``.
+        UserError: Naming the first job whose output leaves ``out``, or whose file
+            name is too long.
     """
+    limit = name_limit(out)
     for job in jobs:
+        paths = [mask_path(Path(out), job)] + ([cams_path(Path(out), job)] if save_cams else [])
+        for path in paths:
+            size = max(len(os.fsencode(part)) for part in path.relative_to(out).parts)
+            if size > limit:
+                raise UserError(
+                    f"the output of {job.name!r}, {path.relative_to(out)}, has a name of "
+                    f"{size} bytes, over the file system's limit of {limit}; give the image "
+                    "a shorter name (its id names the outputs)"
+                )
         inside(out, mask_path(Path(out), job), f"the mask of {job.name!r},")
         if save_cams:
             inside(out, cams_path(Path(out), job), f"the maps of {job.name!r},")
