@@ -16,7 +16,7 @@ PACKAGE = Path(captum_shallow.__file__).parent
 
 #: Layers from the bottom up; a module may import only from its own layer or below.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_errors", "_modules", "_layout", "_checks", "_moved"),
+    ("_errors", "_signals", "_modules", "_layout", "_checks", "_moved"),
     ("io",),
     ("models",),
     ("attribution",),

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -627,3 +628,80 @@ def test_pseudo_masks_refuses_a_mask_name_over_the_out_disks_limit_before_any_wo
         "system's limit of 143; give the image a shorter name (its id names the outputs)"
     )
     assert _mask_names(out) == []
+
+
+def test_torch_errors_about_dead_workers_read_as_what_they_mean() -> None:
+    from captum_shallow._errors import Interrupted, UserError
+    from captum_shallow._signals import stop_signals_interrupt, stopped_worker
+
+    with stop_signals_interrupt():  # the handlers are put back after
+        ended = stopped_worker(
+            RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")
+        )
+        assert isinstance(ended, Interrupted)
+        assert ended.signum == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the cleanup runs on
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    killed = stopped_worker(
+        RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")
+    )
+    assert isinstance(killed, UserError)
+    assert str(killed) == (
+        "a data-loading worker (process 12) was killed by signal 'Killed' (out of memory?); "
+        "rerun with fewer --workers (0 loads in the main process): the same command resumes"
+    )
+    gone = stopped_worker(RuntimeError("DataLoader worker (pid(s) 12, 13) exited unexpectedly"))
+    assert isinstance(gone, UserError)
+    assert "process 12, 13) exited unexpectedly" in str(gone)
+    assert stopped_worker(RuntimeError("CUDA out of memory")) is None
+    assert (
+        stopped_worker(ValueError("DataLoader worker (pid 12) is killed by signal: Killed."))
+        is None
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_to_the_process_group_with_loader_workers_stops_cleanly(
+    tmp_path: Path, workers: int
+) -> None:
+    # A scheduler signals the whole group: the DataLoader's workers die of the same
+    # SIGTERM, before or after the main process sees its own.
+    from captum_shallow.models import build_model
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    lines = ["image,classes"]
+    for i in range(300):
+        pixels = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / f"i{i:03d}.png")
+        lines.append(f"i{i:03d}.png,cat")
+    (root / "classes.txt").write_text("cat\ndog\ncar\n")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    torch.manual_seed(0)
+    torch.save(build_model("resnet18", num_classes=3).state_dict(), tmp_path / "r3.pt")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-W", "ignore", "-c",
+            "import sys; from captum_shallow.cli import main; sys.exit(main())",
+            *_masks_argv(root, out)[:-4], "--workers", str(workers), "--out", str(out)]  # fmt: skip
+    child = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.PIPE, text=True)
+    try:
+        while not (out.is_dir() and any(out.glob("*.png"))):
+            assert child.poll() is None, child.stderr.read() if child.stderr else ""
+            time.sleep(0.02)
+        os.killpg(child.pid, signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "captum-shallow: interrupted by SIGTERM"
+    ]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert 0 < len(_mask_names(out)) < 300
+    assert not [path for path in out.rglob(".*") if path.is_file()]  # no temporary, no lock
+    assert main([*_masks_argv(root, out)[:-4], "--workers", "0", "--out", str(out)]) == 0
+    assert len(_mask_names(out)) == 300

@@ -16,12 +16,12 @@ import argparse
 import contextlib
 import signal
 import sys
-import threading
-from collections.abc import Iterator, Sequence
-from types import FrameType, ModuleType
+from collections.abc import Sequence
+from types import ModuleType
 
 from captum_shallow import __version__
-from captum_shallow._errors import Interrupted, one_line, signal_name
+from captum_shallow._errors import one_line, signal_name
+from captum_shallow._signals import stop_signals_interrupt
 
 from . import _demo, _evaluate_masks, _explain, _pseudo_masks
 from ._errors import CLIError
@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _printable_output()
     parser = build_parser()
     try:
-        with _signals_interrupt():
+        with stop_signals_interrupt():
             args = parser.parse_args(argv)
             code: int = args.handler(args)
         return code
@@ -124,31 +124,3 @@ def _printable_output() -> None:
         if reconfigure is not None:
             with contextlib.suppress(ValueError, OSError):
                 reconfigure(errors="backslashreplace")
-
-
-#: Signals that ask a program to end, as cluster schedulers send them (SLURM's
-#: SIGTERM and ``--signal``'s SIGUSR1/2, SGE's SIGUSR1/2 and SIGXCPU, a closed
-#: terminal's SIGHUP): each stops a command the way Ctrl-C does.
-STOP_SIGNALS = ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGXCPU")
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """Turn :data:`STOP_SIGNALS` into :class:`Interrupted` for the block (in the
-    main thread only; handlers are put back after)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    numbers = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        for number in numbers:  # the first one stops the run; cleanup is not interrupted
-            signal.signal(number, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    previous = {number: signal.signal(number, stop) for number in numbers}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

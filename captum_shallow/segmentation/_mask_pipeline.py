@@ -354,41 +354,59 @@ def run_masks(
         if log is not None:
             log(f"skipped {job.image}: {reason}")
 
-    for batch in loader:
-        ready = [item for item in batch if item["error"] is None]
-        for item in batch:
-            if item["error"] is not None:
-                fail(pending[item["index"]], item["error"])
-        if ready:
-            inputs = torch.stack([item["input"] for item in ready]).to(run.device)
-            labels = torch.stack([item["labels"] for item in ready]).to(run.device)
-            results = _image_maps(cam_fn, inputs, labels, run.batch_size)
-            for item, result in zip(ready, results, strict=True):
-                job = pending[item["index"]]
-                if isinstance(result, str):
-                    fail(job, result)
-                    continue
-                try:
-                    _write_job(run, job, *result, item)
-                except OSError as error:
-                    reason = f"{error.strerror or error} writing {error.filename}"
-                    if error.errno in STOPPING_ERRNOS:
-                        counts.failures.append((job.image, reason))
-                        counts.stopped = reason
-                        break
-                    fail(job, reason)
-                    continue
-                counts.written += 1
-                if crash_after and counts.written >= crash_after:
-                    os._exit(3)  # as if killed: no cleanup, no summary
-        if progress is not None:
-            progress(len(batch))
-        if counts.stopped is not None:
-            break
+    batches = iter(loader)
+    try:
+        for batch in batches:
+            ready = [item for item in batch if item["error"] is None]
+            for item in batch:
+                if item["error"] is not None:
+                    fail(pending[item["index"]], item["error"])
+            if ready:
+                inputs = torch.stack([item["input"] for item in ready]).to(run.device)
+                labels = torch.stack([item["labels"] for item in ready]).to(run.device)
+                results = _image_maps(cam_fn, inputs, labels, run.batch_size)
+                for item, result in zip(ready, results, strict=True):
+                    job = pending[item["index"]]
+                    if isinstance(result, str):
+                        fail(job, result)
+                        continue
+                    try:
+                        _write_job(run, job, *result, item)
+                    except OSError as error:
+                        reason = f"{error.strerror or error} writing {error.filename}"
+                        if error.errno in STOPPING_ERRNOS:
+                            counts.failures.append((job.image, reason))
+                            counts.stopped = reason
+                            break
+                        fail(job, reason)
+                        continue
+                    counts.written += 1
+                    if crash_after and counts.written >= crash_after:
+                        os._exit(3)  # as if killed: no cleanup, no summary
+            if progress is not None:
+                progress(len(batch))
+            if counts.stopped is not None:
+                break
+    finally:
+        _shut_down(batches)
     counts.seconds = time.perf_counter() - start
     if run.device.type == "cuda":
         counts.peak_gpu_bytes = torch.cuda.max_memory_allocated(run.device)
     return counts
+
+
+def _shut_down(batches: Any) -> None:
+    """Join the DataLoader's workers now, however the loop ended.
+
+    A run stopped by a signal leaves the iterator in the traceback, so its workers
+    (killed by the same signal, or still running) would be joined only when it is
+    collected, maybe at exit, after torch's ``SIGCHLD`` handler is back, which then
+    reports each dead worker as a ``RuntimeError``. torch has no public way to close
+    an iterator; ``_shutdown_workers`` is what its own ``__del__`` calls.
+    """
+    shut_down = getattr(batches, "_shutdown_workers", None)
+    if callable(shut_down):
+        shut_down()
 
 
 def _image_maps(

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from .._errors import UserError, one_line, signal_name
+from .._signals import stopped_worker
 from ..io._atomic import (
     FolderLockedError,
     atomic_write,
@@ -192,12 +193,23 @@ def run_mask_job(spec: MaskJobSpec, prepare: Callable[[torch.device], Prepared])
                     progress=bar.update,
                     log=lambda line: bar.write(f"{spec.log_name}: {line}", file=sys.stderr),
                 )
-            except KeyboardInterrupt as error:
+            except (KeyboardInterrupt, RuntimeError) as error:
+                # A stop signal sent to the process group may kill a data-loading
+                # worker before this process sees it: torch then raises a RuntimeError.
+                ended = error if isinstance(error, KeyboardInterrupt) else stopped_worker(error)
+                if ended is None:
+                    raise
                 if rank == 0:  # the manifest must not say "running" after Ctrl-C
-                    note = interrupted_note(getattr(error, "signum", signal.SIGINT))
+                    why = (
+                        interrupted_note(getattr(ended, "signum", signal.SIGINT))
+                        if isinstance(ended, KeyboardInterrupt)
+                        else f"stopped: {ended}"
+                    )
                     with suppress(UserError):
-                        _write_manifest(out, config, world_size, None, len(jobs), note)
-                raise
+                        _write_manifest(out, config, world_size, None, len(jobs), why)
+                if ended is error:
+                    raise
+                raise ended from None
         totals = _gather(counts, world_size)
         stop = None
         if totals.stopped is not None:
