@@ -226,11 +226,17 @@ def quality_of(real: RealScores, key: str, models: Sequence[str] = CHOOSING) -> 
 
 
 def constraint_failures(
-    synthetic: quality.Scores, config: Config | str, replaced: Config
+    synthetic: quality.Scores, config: Config | str, replaced: Config, same_run: str = ""
 ) -> list[str]:
     """Where ``config`` (or the scores' key of a processing of it) loses more than
     :data:`CONSTRAINT_SLACK` against ``replaced``; a set that holds no score of it
-    counts as a failure (not measured is not met)."""
+    counts as a failure (not measured is not met).
+
+    ``same_run``: a suffix such as ``" @ x1"``; where a set holds ``replaced``'s score
+    under that key (scored end to end in the same run as ``config``'s, so on the same
+    trained classifier), that is the one compared with. A classifier trained again
+    elsewhere is not the same network, so scores of separate runs do not compare.
+    """
     key = config if isinstance(config, str) else config.key
     out = []
     checks = [(d, "miou_best") for d in quality.WSSS_SETS]
@@ -239,7 +245,10 @@ def constraint_failures(
         if dataset not in synthetic.values:
             continue
         value = synthetic.get(dataset, key, metric)
-        floor = synthetic.get(dataset, replaced.key, metric) - CONSTRAINT_SLACK
+        base = replaced.key + same_run
+        if not same_run or base not in synthetic.values[dataset]:
+            base = replaced.key
+        floor = synthetic.get(dataset, base, metric) - CONSTRAINT_SLACK
         if math.isnan(value) or value < floor:
             out.append(f"{dataset} {metric}")
     return out
@@ -281,8 +290,11 @@ def choose_real(
     threshold is calibrated on the multi-scale maps. Like any default they must also meet
     the constraints above, on synthetic and grid scores of the multi-scale maps
     themselves; where those were not measured they are not taken (this condition was
-    added after the first run, which had taken them unchecked). Localisation never
-    uses them.
+    added after the first run, which had taken them unchecked). They are compared with
+    the replaced configuration's one-scale maps scored in the same run (``@ x1``) where
+    those exist: the synthetic sets' classifiers, trained again on another machine, are
+    not the same networks (this was fixed before the multi-scale maps' synthetic scores
+    were read). Localisation never uses them.
     """
     result: dict[str, Any] = {}
     measured = [c for c in configs if not math.isnan(quality_of(real, c.key))]
@@ -321,7 +333,7 @@ def choose_real(
             # by the processing without the photo subsample), else they stay an option.
             synthetic_key = f"{key} @ {label.split(' ')[0]}"
             if all(g >= MULTISCALE_GAIN for g in gains) and not constraint_failures(
-                synthetic, synthetic_key, replaced
+                synthetic, synthetic_key, replaced, same_run=" @ x1"
             ):
                 key, scales = ms_key, label
         curves = np.array([real.curve(m, key) for m in CHOOSING])

@@ -196,3 +196,25 @@ def test_quality_scores_multiscale_maps_under_the_key_the_rule_reads() -> None:
     # photo subsample ("... 8") from its label and looks that key up.
     assert quality.multiscale_label((1.0, 0.5, 1.5, 2.0), True) == real_photos.MULTISCALE_LABEL
     assert quality.multiscale_label((1.0, 2.0), False) == "x1,2"
+
+
+def test_multiscale_maps_are_compared_with_one_scale_maps_of_the_same_run() -> None:
+    # The synthetic sets' classifiers trained again elsewhere are other networks: the
+    # multi-scale maps' scores compare with the replaced configuration's "@ x1" scores
+    # of the same run where those exist, else with the full run's.
+    synthetic = _synthetic({})
+    ms_key = f"{SEG.key} @ x1,0.5,1.5,2+flip"
+    checks = [(d, "miou_best") for d in quality.WSSS_SETS] + [
+        (d, m) for d in quality.GRID_SETS for m in ("pointing", "extent")
+    ]
+    for dataset, metric in checks:
+        synthetic.put(dataset, ms_key, metric, 0.45)  # 5 points under the full run's 0.5
+    assert len(real_photos.constraint_failures(synthetic, ms_key, SEG, " @ x1")) == len(checks)
+    for dataset, metric in checks:
+        synthetic.put(dataset, f"{SEG.key} @ x1", metric, 0.455)  # the same run's one scale
+    assert real_photos.constraint_failures(synthetic, ms_key, SEG, " @ x1") == []
+    assert len(real_photos.constraint_failures(synthetic, ms_key, SEG)) == len(checks)
+    synthetic.put("wsss-shapes", f"{SEG.key} @ x1", "miou_best", 0.47)
+    assert real_photos.constraint_failures(synthetic, ms_key, SEG, " @ x1") == [
+        "wsss-shapes miou_best"
+    ]
