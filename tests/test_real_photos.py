@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from captum_shallow import ShallowCAM
-from captum_shallow.attribution import IRN_SCALES
+from captum_shallow.attribution import IRN_SCALES, multiscale_attribute
 from captum_shallow.datasets import SegmentationSet
 from captum_shallow.datasets._real_photos import RealPhotoSet, listed_target
 from captum_shallow.evaluation import ThresholdSweep, region_extent
@@ -245,3 +245,20 @@ def test_a_shallowcam_can_carry_scales_and_flips() -> None:
         ms.attribute(x, target=1), cam.attribute(x, target=1, scales=IRN_SCALES, flips=True)
     )
     assert "scales=(1.0, 0.5, 1.5, 2.0), flips=True" in repr(ms)
+
+
+def test_averaged_maps_are_detached_so_each_pass_frees_its_graph() -> None:
+    # The parameters require grad, so a one-pass map holds its forward graph (as
+    # Captum's do); an average over 8 passes would hold 8 of them at once.
+    cam = _cam()
+    x = torch.rand(2, 3, 12, 16)
+    assert cam.attribute(x, target=1).grad_fn is not None
+    fused, layer_maps = cam.attribute(
+        x, target=1, scales=IRN_SCALES, flips=True, return_layer_maps=True
+    )
+    assert fused.grad_fn is None
+    assert all(m.grad_fn is None for m in layer_maps)
+    # multiscale_attribute keeps what its function returns: differentiable if asked.
+    kept = multiscale_attribute(lambda b: cam.attribute(b, target=1), x, [1.0, 0.5], flips=False)
+    assert kept.grad_fn is not None
+    torch.testing.assert_close(kept.detach(), cam.attribute(x, target=1, scales=[1.0, 0.5]))

@@ -78,6 +78,11 @@ def multiscale_attribute(
     averaged and the mean divided by its maximum. A single scale 1.0 without
     flips returns ``attribute(inputs)`` itself.
 
+    The average keeps the autograd graph of every map ``attribute`` returns, so
+    all passes' graphs live until it is freed; return detached maps (as
+    ``ShallowCAM.attribute(scales=...)`` does) unless the average must be
+    differentiable.
+
     Args:
         attribute (Callable): ``attribute(inputs) -> (N, 1, h, w)`` maps, with
             ``inputs`` a tuple of tensors (e.g. ``lambda x: cam.attribute(x,

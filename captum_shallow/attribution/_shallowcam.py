@@ -273,7 +273,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                         (:func:`~captum_shallow.attribution.multiscale_attribute`,
                         IRN's multi-scale inference: e.g. ``(1.0, 0.5, 1.5, 2.0)``);
                         the map has the size of the first scale's (or
-                        ``output_size``). ``(1.0,)`` is one pass.
+                        ``output_size``). ``(1.0,)`` is one pass. Unlike a
+                        one-pass map, an averaged map is detached (no autograd
+                        graph): keeping one would hold every pass's forward graph
+                        in memory at once. For a differentiable average, call
+                        ``multiscale_attribute`` with ``cam.attribute``.
                         Default: None (the ShallowCAM's ``scales``)
             flips (bool, optional): Also average the maps of the inputs mirrored
                         left-right (each mirrored back).
@@ -299,10 +303,12 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         first: list[list[Tensor]] = []
 
         def one_pass(batch: tuple[Tensor, ...]) -> Tensor:
+            # Detached at once: each pass's graph (its whole forward pass when the
+            # parameters require grad) is freed before the next pass runs.
             fused, layer_maps = self._fused(batch, None, *args)
             if not first:
-                first.append(layer_maps)
-            return fused
+                first.append([m.detach() for m in layer_maps])
+            return fused.detach()
 
         fused = multiscale_attribute(one_pass, formatted, scales, flips, output_size)
         return (fused, first[0]) if return_layer_maps else fused
