@@ -323,6 +323,7 @@ def choose_real(
         chosen = _simplest([c for c in eligible if quality_of(real, c.key) >= best - TIE])
         key = chosen.key
         scales = None
+        multiscale_note = None
         if task == "segmentation" and multiscale:
             label = real.info.get(CHOOSING[0], {}).get("multiscale_label", MULTISCALE_LABEL)
             ms_key = f"{key} @ {label}"
@@ -332,10 +333,15 @@ def choose_real(
             # need their own synthetic and grid scores (quality.py --multiscale, keyed
             # by the processing without the photo subsample), else they stay an option.
             synthetic_key = f"{key} @ {label.split(' ')[0]}"
-            if all(g >= MULTISCALE_GAIN for g in gains) and not constraint_failures(
-                synthetic, synthetic_key, replaced, same_run=" @ x1"
-            ):
+            lost = constraint_failures(synthetic, synthetic_key, replaced, same_run=" @ x1")
+            if all(g >= MULTISCALE_GAIN for g in gains) and not lost:
                 key, scales = ms_key, label
+            multiscale_note = (
+                f"{label}: lifts the IoU at the best t by "
+                + ", ".join(f"{g * 100:+.1f}" for g in gains)
+                + f" points ({'taken' if scales else 'not taken'}; constraints lost: "
+                + f"{', '.join(lost) or 'none'})"
+            )
         curves = np.array([real.curve(m, key) for m in CHOOSING])
         index = int(np.nanargmax(curves.mean(axis=0)))
         result[task] = {
@@ -352,6 +358,7 @@ def choose_real(
             "failures_of_best_overall": failures(
                 max(measured, key=lambda c: quality_of(real, c.key))
             ),
+            "multiscale_note": multiscale_note,
         }
     return result
 
@@ -817,6 +824,7 @@ def report(
             f"{entry['eligible']} eligible); threshold {entry['threshold']:.2f} ({at}); "
             "the best configuration overall fails: "
             f"{entry['failures_of_best_overall'] or 'nothing'}"
+            + (f"; multi-scale {entry['multiscale_note']}" if entry.get("multiscale_note") else "")
         )
     out.append("\n".join(lines))
     return out

@@ -172,7 +172,7 @@ def test_a_choice_maps_to_task_defaults() -> None:
 
 def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> None:
     real = real_photos.load_real([BENCHMARKS / "results" / "real_photos_scores.json"])
-    synthetic = quality.load_scores([BENCHMARKS / "results" / "quality_scores.json"])
+    synthetic = quality.load_scores(real_photos.SYNTHETIC)
     configs = real_photos.real_configs()
     choice = real_photos.choose_real(real, synthetic, configs)
     # Lite2 changes nothing: the rule never reads it.
@@ -180,9 +180,14 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     real.values.pop("efficientnet-lite2")
     assert real_photos.choose_real(real, synthetic, configs) == choice
     assert choice["segmentation"]["config"] == SEG.key
-    # Multi-scale lifts the photos by 1 point on each model but has no synthetic or
-    # grid scores of its own, so the constraints keep it an option.
+    # Multi-scale lifts the photos by at least 1 point on each model, but its own
+    # synthetic and grid scores lose more than 1 point: it stays an option.
     assert choice["segmentation"]["multiscale"] is None
+    note = choice["segmentation"]["multiscale_note"]
+    assert note.startswith("x1,0.5,1.5,2+flip 1: lifts the IoU at the best t by +3.2, +1.2")
+    assert "wsss-shapes miou_best, grid-lite0 pointing" in note
+    assert len(configs) == 135  # every configuration of quality.py, scored on both models
+    assert all(real.has(m, c.key) for m in real_photos.CHOOSING for c in configs)
     assert choice["localisation"]["config"] == LOC.key
     assert real_photos.task_defaults_of(choice) == dict(TASK_DEFAULTS)
     # Each shipped threshold is within 1 point of its map's best IoU on both models.
