@@ -447,6 +447,7 @@ def test_a_scheduler_signal_leaves_a_true_manifest_and_the_run_resumes(
     monkeypatch.setattr(runner, "run_masks", signalled_after_one)
     out = tmp_path / "out"
     name = signal.Signals(signum).name
+    before = signal.getsignal(signum)  # SIG_IGN for SIGHUP under nohup
     assert main(_masks_argv(dataset, out)) == 128 + signum
     assert capsys.readouterr().err.splitlines()[-1] == f"captum-shallow: interrupted by {name}"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -456,7 +457,7 @@ def test_a_scheduler_signal_leaves_a_true_manifest_and_the_run_resumes(
     )
     assert _mask_names(out) == ["a.png"]
     assert not [path for path in out.rglob(".*") if path.is_file()]  # no temporary, no lock
-    assert signal.getsignal(signum) == signal.SIG_DFL  # main() put the handlers back
+    assert signal.getsignal(signum) == before  # main() put the handlers back
 
     monkeypatch.undo()
     assert main(_masks_argv(dataset, out)) == 0
@@ -634,6 +635,7 @@ def test_torch_errors_about_dead_workers_read_as_what_they_mean() -> None:
     from captum_shallow._errors import Interrupted, UserError
     from captum_shallow._signals import stop_signals_interrupt, stopped_worker
 
+    before = signal.getsignal(signal.SIGTERM)
     with stop_signals_interrupt():  # the handlers are put back after
         ended = stopped_worker(
             RuntimeError("DataLoader worker (pid 12) is killed by signal: Terminated. ")
@@ -641,7 +643,7 @@ def test_torch_errors_about_dead_workers_read_as_what_they_mean() -> None:
         assert isinstance(ended, Interrupted)
         assert ended.signum == signal.SIGTERM
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the cleanup runs on
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) == before
     killed = stopped_worker(
         RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")
     )
