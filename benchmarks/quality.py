@@ -445,7 +445,7 @@ def evaluate_grid(
                 grid_scores(scores, dataset, key, maps, data)
     log(f"{dataset}: {len(configs)} configs in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
-    baselines = {} if args.only_multiscale else baseline_fns(model, names, tuple(images.shape[1:]))  # type: ignore[arg-type]
+    baselines = peer_fns(args, model, names, tuple(images.shape[1:]))
     for key, fn in baselines.items():
         grid_scores(scores, dataset, key, run_chunked(fn, images, targets, args.chunk), data)
     log(f"{dataset}: baselines in {time.perf_counter() - start:.0f} s")
@@ -456,6 +456,15 @@ def evaluate_grid(
     data["layers"] = layers
     data["baselines"] = baselines
     return data
+
+
+def peer_fns(
+    args: argparse.Namespace, model: nn.Module, names: Sequence[str], shape: tuple[int, ...]
+) -> dict[str, CamFn]:
+    """The peers' cam_fns on a set, none with ``--only-multiscale``."""
+    if args.only_multiscale:
+        return {}
+    return baseline_fns(model, names, shape)  # type: ignore[arg-type]
 
 
 def multiscale_label(scales: Sequence[float], flips: bool) -> str:
@@ -535,9 +544,7 @@ def evaluate_wsss(
     log(f"{dataset}: layers {names}; {scores.info[dataset]}")
     num_classes = int(test.labels.shape[1]) + 1
     sweeps = {c.key: ThresholdSweep(num_classes) for c in configs}
-    baselines = (
-        {} if args.only_multiscale else baseline_fns(model, names, tuple(test.images.shape[1:]))
-    )  # type: ignore[arg-type]
+    baselines = peer_fns(args, model, names, tuple(test.images.shape[1:]))
     baselines.update(multiscale_fns(args, model, layers))
     base_sweeps = {key: ThresholdSweep(num_classes) for key in baselines}
     start = time.perf_counter()

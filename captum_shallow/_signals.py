@@ -9,9 +9,9 @@ a whole process group to end. :func:`stop_signals_interrupt` turns each into
 The same signal kills the group's DataLoader workers, and torch's ``SIGCHLD``
 handler then raises ``RuntimeError("DataLoader worker (pid N) is killed by signal:
 Terminated.")`` in the main process: during the cleanup, or before the main process
-sees the signal itself. The first is silenced (``SIGCHLD`` goes back to its default
-once a stop signal arrived: a no-op); the second is read back as the interruption it is by
-:func:`stopped_worker`.
+sees the signal itself. The first is silenced (once a stop signal arrived, ``SIGCHLD``
+gets a handler that does nothing, until the block ends); the second is read back as
+the interruption it is by :func:`stopped_worker`.
 """
 
 from __future__ import annotations

@@ -320,18 +320,19 @@ def check_output_paths(
     """
     limit = name_limit(out)
     for job in jobs:
-        paths = [mask_path(Path(out), job)] + ([cams_path(Path(out), job)] if save_cams else [])
-        for path in paths:
-            size = max(len(os.fsencode(part)) for part in path.relative_to(out).parts)
+        outputs = [(mask_path(Path(out), job), "mask")]
+        if save_cams:
+            outputs.append((cams_path(Path(out), job), "maps"))
+        for path, what in outputs:
+            relative = path.relative_to(out)
+            size = max(len(os.fsencode(part)) for part in relative.parts)
             if size > limit:
                 raise UserError(
-                    f"the output of {job.name!r}, {path.relative_to(out)}, has a name of "
-                    f"{size} bytes, over the file system's limit of {limit}; give the image "
-                    "a shorter name (its id names the outputs)"
+                    f"the output of {job.name!r}, {relative}, has a name of {size} bytes, "
+                    f"over the file system's limit of {limit}; give the image a shorter "
+                    "name (its id names the outputs)"
                 )
-        inside(out, mask_path(Path(out), job), f"the mask of {job.name!r},")
-        if save_cams:
-            inside(out, cams_path(Path(out), job), f"the maps of {job.name!r},")
+            inside(out, path, f"the {what} of {job.name!r},")
 
 
 def file_digest(path: str | os.PathLike[str]) -> dict[str, str]:
