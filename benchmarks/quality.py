@@ -70,7 +70,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from captum_shallow import GradientTruncation, LayerCAM, ShallowCAM, fuse_maps
+from captum_shallow import GradientTruncation, LayerCAM, LayerGradCam, ShallowCAM, fuse_maps
 from captum_shallow.attribution import TASK_DEFAULTS, Fusion, TaskDefaults
 from captum_shallow.attribution._hooks import layer_gradients_and_activations
 from captum_shallow.attribution._multiscale import IRN_SCALES
@@ -106,7 +106,13 @@ FUSIONS: list[tuple[str, Fusion, float | None]] = [
     ("mean", "mean", None),
     ("product", "product", None),
     ("geometric", "geometric", None),  # type: ignore[list-item]
+    ("max gated", "max", None),
+    ("mean gated", "mean", None),
 ]
+#: Fusions whose fused map is multiplied by Grad-CAM at the deepest fused layer
+#: (ShallowCAM's ``class_gate``, as Guided Grad-CAM gates guided backpropagation).
+#: Added to the family after the real-photo rule's second run (docs/evidence.rst).
+GATED_FUSIONS = ("max gated", "mean gated")
 #: Forward truncation at every fused layer: (label, truncation).
 FORWARD: list[tuple[str, Trunc]] = [
     ("none", None),
@@ -164,6 +170,10 @@ class Config:
         return dict(FORWARD)[self.forward]
 
     @property
+    def class_gate(self) -> bool:
+        return self.fusion in GATED_FUSIONS
+
+    @property
     def fusion_args(self) -> tuple[Fusion, float | None]:
         """``(fusion, gamma)`` of its fusion label."""
         _label, fusion, gamma = next(f for f in FUSIONS if f[0] == self.fusion)
@@ -176,11 +186,21 @@ class Config:
         return propagation, gates
 
 
-def build_configs(quick: bool) -> list[Config]:
+def build_configs(quick: bool, select: str | None = None) -> list[Config]:
+    """Every candidate (a few with ``quick``); ``select``: ';'-separated keys and fusion
+    labels, the candidates to keep (e.g. a family added later and the configurations a
+    rule compares it with, scored in the same run)."""
     fusions = QUICK_FUSIONS if quick else FUSIONS
     forward = QUICK_FORWARD if quick else FORWARD
     propagation = QUICK_PROPAGATION if quick else PROPAGATION
-    return [Config(f, t, p) for p, *_ in propagation for f, *_ in fusions for t, _ in forward]
+    configs = [Config(f, t, p) for p, *_ in propagation for f, *_ in fusions for t, _ in forward]
+    if select is None:
+        return configs
+    wanted = {part.strip() for part in select.split(";") if part.strip()}
+    unknown = wanted - {c.key for c in configs} - {c.fusion for c in configs}
+    if unknown:
+        raise ValueError(f"--configs: no candidate key or fusion label {sorted(unknown)}")
+    return [c for c in configs if c.key in wanted or c.fusion in wanted]
 
 
 # ---------------------------------------------------------------- maps of ours
@@ -225,7 +245,10 @@ def config_maps(config: Config, tensors: list[tuple[Tensor, Tensor]]) -> Tensor:
     """The config's fused map from cached layer tensors: what ShallowCAM computes."""
     trunc = config.truncation
     maps = [LayerCAM.layer_attribution(g, a, trunc, relu_attributions=True) for g, a in tensors]
-    return fuse_maps(maps, None, *config.fusion_args)
+    gate = None
+    if config.class_gate:
+        gate = LayerGradCam.layer_attribution(*tensors[-1], None, relu_attributions=True)
+    return fuse_maps(maps, None, *config.fusion_args, gate)
 
 
 def single_key(index: int, label: str) -> str:
@@ -321,6 +344,17 @@ class Scores:
     curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     thresholds: list[float] = field(default_factory=list)
     info: dict[str, str] = field(default_factory=dict)
+    #: Per loaded file (a run), its own values: :func:`load_scores` merges files, and
+    #: a comparison between methods holds only within one run (the synthetic sets'
+    #: classifiers, trained again, are not the same networks).
+    runs: dict[str, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)
+
+    def run_of(self, dataset: str, key: str) -> dict[str, dict[str, float]] | None:
+        """The values of ``dataset`` in the last loaded run that scored ``key`` there."""
+        for values in reversed(list(self.runs.values())):
+            if key in values.get(dataset, {}):
+                return values[dataset]
+        return None
 
     def put(self, dataset: str, key: str, metric: str, value: float) -> None:
         self.values.setdefault(dataset, {}).setdefault(key, {})[metric] = value
@@ -341,6 +375,7 @@ def shallowcam_of(config: Config, model: nn.Module, layers: list[nn.Module]) -> 
         gamma=gamma,
         propagation=propagation,
         gates=resolve_gates(model, layers, gates),
+        class_gate=config.class_gate,
     )
 
 
@@ -722,6 +757,7 @@ def task_defaults_of(choice: dict[str, Any]) -> dict[str, TaskDefaults]:
             propagation=propagation,
             gates=gates or "layers",
             threshold=round(float(entry["threshold"]), 2),
+            class_gate=config.class_gate,
         )
     return out
 
@@ -742,6 +778,7 @@ def load_scores(paths: Sequence[str | Path], scores: Scores | None = None) -> Sc
 
     for path in paths:
         loaded = nan_for_null(json.loads(Path(path).read_text()))
+        scores.runs[str(path)] = loaded["values"]
         for dataset, values in loaded["values"].items():
             scores.values.setdefault(dataset, {}).update(values)
         for dataset, curves in loaded["curves"].items():
@@ -962,6 +999,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help='comma-separated sets to run ("" with --load: apply the rule to loaded scores)',
     )
     parser.add_argument("--quick", action="store_true", help="tiny sets and few configurations")
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="';'-separated configuration keys and fusion labels: score only these",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=32, help="cases per backward pass")
@@ -991,7 +1033,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     log = start_run("quality.py", argv, args.threads, f"device {args.device}")
-    configs = build_configs(args.quick)
+    try:
+        configs = build_configs(args.quick, args.configs)
+    except ValueError as error:
+        parser.error(str(error))
     scores = Scores()
     for path in args.load:
         load_scores([path], scores)

@@ -248,3 +248,77 @@ def test_shallowcam_takes_geometric_fusion(net: ThreeStageNet, images: Tensor) -
     cam = ShallowCAM(net, _layers(net), fusion="geometric")
     fused, layer_maps = cam.attribute(images, target=1, return_layer_maps=True)
     torch.testing.assert_close(fused, fuse_maps(layer_maps, fusion="geometric"), rtol=0, atol=0)
+
+
+def test_gate_multiplies_the_normalised_fused_map_by_the_normalised_gate() -> None:
+    fine = torch.tensor([[[[0.0, 2.0], [1.0, 4.0]]], [[[3.0, 0.0], [0.0, 0.0]]]])
+    gate = torch.tensor([[[[2.0, 4.0], [-1.0, 1.0]]], [[[1.0, 2.0], [2.0, 2.0]]]])
+    fused = fuse_maps([fine], gate=gate)
+    expected = torch.tensor([[[[0.0, 1.0], [0.0, 0.5]]], [[[1.0, 0.0], [0.0, 0.0]]]])
+    torch.testing.assert_close(fused, expected, rtol=0, atol=1e-7)
+
+
+def test_gate_is_upsampled_to_the_fused_size_as_the_layers_are() -> None:
+    torch.manual_seed(3)
+    maps = [torch.rand(2, 1, 8, 8), torch.rand(2, 1, 4, 4)]
+    gate = torch.rand(2, 1, 2, 2) - 0.2
+    fused = fuse_maps(maps, fusion="mean", gate=gate)
+    up = torch.nn.functional.interpolate(gate, size=(8, 8), mode="bilinear", align_corners=False)
+    up = up.clamp(min=0)
+    up = up / up.amax(dim=(1, 2, 3), keepdim=True)
+    expected = fuse_maps(maps, fusion="mean") * up
+    expected = expected / expected.amax(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(fused, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_a_gate_without_positive_values_gives_zeros_not_nan() -> None:
+    fused = fuse_maps([torch.rand(1, 1, 4, 4) + 0.1], gate=-torch.ones(1, 1, 2, 2))
+    assert torch.equal(fused, torch.zeros(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        (torch.ones(1, 4, 4), r"gate must have shape \(N, 1, h, w\), got \(1, 4, 4\)"),
+        ("map", "gate must have shape .* got str"),
+        (torch.ones(2, 1, 4, 4), "gate has 2 samples, the maps 1"),
+        (torch.full((1, 1, 4, 4), float("nan")), "gate contains NaN or inf"),
+    ],
+)
+def test_bad_gates_are_refused_by_name(gate: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fuse_maps([torch.ones(1, 1, 4, 4)], gate=gate)  # type: ignore[arg-type]
+
+
+def test_class_gate_is_captum_gradcam_at_the_last_layer(net: ThreeStageNet, images: Tensor) -> None:
+    """With gates below the deepest layer the last layer's gradient is untouched, so the
+    gate is Captum's LayerGradCam there."""
+    from captum.attr import LayerGradCam as CaptumLayerGradCam
+
+    layers = _layers(net)
+    cam = ShallowCAM(
+        net,
+        layers,
+        fusion="mean",
+        truncation=None,
+        propagation="positive",
+        gates="relu-below",
+        class_gate=True,
+    )
+    fused, layer_maps = cam.attribute(images, target=[1, 2, 0], return_layer_maps=True)
+    gate = CaptumLayerGradCam(net, layers[-1]).attribute(
+        images, target=[1, 2, 0], relu_attributions=True
+    )
+    torch.testing.assert_close(
+        fused, fuse_maps(layer_maps, fusion="mean", gate=gate), rtol=1e-6, atol=1e-7
+    )
+    ungated = ShallowCAM(
+        net, layers, fusion="mean", truncation=None, propagation="positive", gates="relu-below"
+    ).attribute(images, target=[1, 2, 0])
+    assert not torch.allclose(fused, ungated)
+    assert cam.class_gate and not ShallowCAM(net, layers, class_gate=False).class_gate
+
+
+def test_class_gate_must_be_a_bool(net: ThreeStageNet) -> None:
+    with pytest.raises(TypeError, match="class_gate must be a bool, got 'yes'"):
+        ShallowCAM(net, _layers(net), class_gate="yes")  # type: ignore[arg-type]

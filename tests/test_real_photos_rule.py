@@ -223,3 +223,50 @@ def test_multiscale_maps_are_compared_with_one_scale_maps_of_the_same_run() -> N
     assert real_photos.constraint_failures(synthetic, ms_key, SEG, " @ x1") == [
         "wsss-shapes miou_best"
     ]
+
+
+def test_a_later_run_is_compared_with_the_replaced_configuration_of_that_run(
+    tmp_path: Path,
+) -> None:
+    # A later run of a few configurations, on classifiers trained again, scores the
+    # replaced configuration too: its own configurations compare with that, and the
+    # full run's keep comparing with the full run's, whatever order the files merge in.
+    checks = [(d, "miou_best") for d in quality.WSSS_SETS] + [
+        (d, m) for d in quality.GRID_SETS for m in ("pointing", "extent")
+    ]
+    gated = quality.Config("mean gated", "none", "positive@relu-below")
+    full, later = quality.Scores(), quality.Scores()
+    for dataset, metric in checks:
+        full.put(dataset, SEG.key, metric, 0.5)
+        full.put(dataset, PLAIN.key, metric, 0.485)  # 1.5 points under
+        later.put(dataset, SEG.key, metric, 0.46)
+        later.put(dataset, gated.key, metric, 0.455)  # 0.5 under the same run's
+    paths = [tmp_path / "later.json", tmp_path / "full.json"]
+    for path, scores in zip(paths, (later, full)):
+        quality.dump_scores(path, scores, {})
+    for order in (paths, paths[::-1]):
+        synthetic = quality.load_scores(order)
+        assert real_photos.constraint_failures(synthetic, gated, SEG) == []
+        assert len(real_photos.constraint_failures(synthetic, PLAIN, SEG)) == len(checks)
+    synthetic = quality.load_scores(paths)
+    assert synthetic.get("wsss-shapes", SEG.key, "miou_best") == 0.5  # the last file wins
+    synthetic.runs[str(paths[0])]["wsss-shapes"][SEG.key]["miou_best"] = 0.47
+    assert real_photos.constraint_failures(synthetic, gated, SEG) == ["wsss-shapes miou_best"]
+
+
+def test_gated_configurations_build_class_gated_shallowcams() -> None:
+    config = quality.Config("mean gated", "none", "positive@relu-below")
+    assert config.class_gate and config.fusion_args == ("mean", None)
+    assert not quality.Config("mean", "none", "none").class_gate
+    defaults = real_photos.task_defaults_of(
+        {
+            task: {"config": config.key, "threshold": 0.3, "multiscale": None}
+            for task in TASK_DEFAULTS
+        }
+    )
+    assert defaults["segmentation"].class_gate
+    assert defaults["segmentation"].truncation is None
+    selected = quality.build_configs(False, f"mean gated; {SEG.key}")
+    assert SEG in selected and config in selected and len(selected) == 28
+    with pytest.raises(ValueError, match="no candidate key or fusion label"):
+        quality.build_configs(False, "mean gatd")

@@ -39,6 +39,8 @@ class TaskDefaults:
         scales (tuple[float, ...]): Input sizes, relative to the input, whose
             maps are averaged (IRN's multi-scale inference); ``(1.0,)``: one pass.
         flips (bool): Also average the maps of the mirrored inputs.
+        class_gate (bool): Multiply the fused map by Grad-CAM at the deepest layer
+            (:func:`~captum_shallow.fuse_maps`' ``gate``).
 
     Examples::
 
@@ -54,11 +56,13 @@ class TaskDefaults:
     threshold: float
     scales: tuple[float, ...] = (1.0,)
     flips: bool = False
+    class_gate: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", check_scales(self.scales))
-        if not isinstance(self.flips, bool):
-            raise TypeError(f"TaskDefaults: flips must be a bool, got {self.flips!r}")
+        for name in ("flips", "class_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"TaskDefaults: {name} must be a bool, got {getattr(self, name)!r}")
         if self.fusion not in _FUSIONS:
             raise ValueError(f"TaskDefaults: fusion must be one of {_FUSIONS}, got {self.fusion!r}")
         if self.truncation is not None and not isinstance(self.truncation, GradientTruncation):

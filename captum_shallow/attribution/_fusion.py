@@ -23,6 +23,7 @@ def fuse_maps(
     output_size: tuple[int, int] | None = None,
     fusion: Fusion = "max",
     gamma: float | None = None,
+    gate: Tensor | None = None,
 ) -> Tensor:
     r"""Fuse per-layer maps of shape ``(N, 1, h_l, w_l)`` into one ``(N, 1, h, w)`` map.
 
@@ -34,6 +35,13 @@ def fuse_maps(
     :math:`(\prod_{l=1}^{L} M_l)^{1/L}`, and divided by the per-sample maximum
     again, so every sample with any positive evidence peaks at 1. A sample
     without any is all zeros.
+
+    With a ``gate``, a class map of the same samples (e.g. Grad-CAM at the deepest
+    layer), the fused map is multiplied pixel by pixel by the gate, upsampled,
+    clamped at 0 and divided by its maximum, then divided by its maximum again: the
+    layers give the detail and the extent, the gate says which of it belongs to the
+    class, as Guided Grad-CAM multiplies guided backpropagation by Grad-CAM
+    (Selvaraju et al., 2017). A sample whose gate has no positive value is all zeros.
 
     The geometric mean ranks pixels as the product does, but keeps a usable
     range: a product of :math:`L` maps in [0, 1] is tiny everywhere but at a few
@@ -50,6 +58,10 @@ def fuse_maps(
             Default: ``"max"``
         gamma (float, optional): Scale of the tanh, e.g. 2 as in LayerCAM; None
             skips the scaling.
+            Default: None
+        gate (Tensor, optional): A ``(N, 1, h, w)`` map, any size, that the fused
+            map is multiplied by (normalised as the layer maps are, never scaled by
+            the tanh); None for no gate.
             Default: None
 
     Returns:
@@ -71,6 +83,9 @@ def fuse_maps(
         >>> fuse_maps([fine, coarse], fusion="geometric")
         tensor([[[[0.0000, 0.7071],
                   [0.0000, 1.0000]]]])
+        >>> fuse_maps([fine], gate=torch.tensor([[[[1.0, 1.0], [4.0, 0.0]]]]))
+        tensor([[[[0., 1.],
+                  [0., 0.]]]])
     """
     if fusion not in _FUSIONS:
         raise ValueError(f"fusion must be one of {_FUSIONS}, got {fusion!r}")
@@ -83,6 +98,17 @@ def fuse_maps(
         )
     if not maps:
         raise ValueError("fuse_maps needs at least one map")
+    if gate is not None:
+        if not isinstance(gate, Tensor) or gate.dim() != 4 or gate.shape[1] != 1:
+            shape = tuple(gate.shape) if isinstance(gate, Tensor) else type(gate).__name__
+            raise ValueError(f"gate must have shape (N, 1, h, w), got {shape}")
+        if gate.shape[0] != maps[0].shape[0]:
+            raise ValueError(
+                f"gate has {gate.shape[0]} samples, the maps {maps[0].shape[0]}; give one "
+                "gate per sample"
+            )
+        if not bool(torch.isfinite(gate).all()):
+            raise ValueError("gate contains NaN or inf; fix the model or its input")
     for index, item in enumerate(maps):
         if not isinstance(item, Tensor) or item.dim() != 4 or item.shape[1] != 1:
             shape = tuple(item.shape) if isinstance(item, Tensor) else type(item).__name__
@@ -112,6 +138,10 @@ def fuse_maps(
         fused = stacked.prod(dim=0)
     else:
         fused = _geometric_mean(stacked)
+    if gate is not None:
+        if tuple(gate.shape[-2:]) != size:
+            gate = F.interpolate(gate, size=size, mode="bilinear", align_corners=False)
+        fused = _normalise(fused) * _normalise(gate.clamp(min=0))
     return _normalise(fused)
 
 
