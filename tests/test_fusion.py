@@ -316,7 +316,8 @@ def test_class_gate_is_captum_gradcam_at_the_last_layer(net: ThreeStageNet, imag
         net, layers, fusion="mean", truncation=None, propagation="positive", gates="relu-below"
     ).attribute(images, target=[1, 2, 0])
     assert not torch.allclose(fused, ungated)
-    assert cam.class_gate and not ShallowCAM(net, layers, class_gate=False).class_gate
+    assert cam.class_gate
+    assert not ShallowCAM(net, layers, class_gate=False).class_gate
 
 
 def test_class_gate_must_be_a_bool(net: ThreeStageNet) -> None:

@@ -256,7 +256,8 @@ def test_a_later_run_is_compared_with_the_replaced_configuration_of_that_run(
 
 def test_gated_configurations_build_class_gated_shallowcams() -> None:
     config = quality.Config("mean gated", "none", "positive@relu-below")
-    assert config.class_gate and config.fusion_args == ("mean", None)
+    assert config.class_gate
+    assert config.fusion_args == ("mean", None)
     assert not quality.Config("mean", "none", "none").class_gate
     defaults = real_photos.task_defaults_of(
         {
@@ -267,6 +268,8 @@ def test_gated_configurations_build_class_gated_shallowcams() -> None:
     assert defaults["segmentation"].class_gate
     assert defaults["segmentation"].truncation is None
     selected = quality.build_configs(False, f"mean gated; {SEG.key}")
-    assert SEG in selected and config in selected and len(selected) == 28
+    assert SEG in selected
+    assert config in selected
+    assert len(selected) == 28
     with pytest.raises(ValueError, match="no candidate key or fusion label"):
         quality.build_configs(False, "mean gatd")
