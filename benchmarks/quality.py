@@ -388,7 +388,7 @@ def check_cached_path(
     config: Config,
 ) -> float:
     """max |cached path - ShallowCAM.attribute| for one configuration."""
-    direct = shallowcam_of(config, model, layers).attribute(images, target=targets)
+    direct = shallowcam_of(config, model, layers).attribute(images, target=targets).detach()
     cached = config_maps(config, tensors)
     return float((direct - cached).abs().max())
 

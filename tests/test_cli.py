@@ -459,3 +459,26 @@ def test_subcommands_register_through_one_list(capsys: pytest.CaptureFixture[str
     assert capsys.readouterr().out.startswith("captum-shallow ")
     assert main(["explain"]) == 2  # argparse: IMAGE is required
     assert "the following arguments are required: IMAGE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [([], "task"), (["--class-gate"], True), (["--no-class-gate"], False)],
+)
+def test_class_gate_option_overrides_the_task(options: list[str], expected: object) -> None:
+    from captum_shallow import task_defaults
+    from captum_shallow.cli._options import add_cam_options, build_shallowcam, settings_caption
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2),
+    )  # fmt: skip
+    for task in ("localisation", "segmentation"):
+        parser = argparse.ArgumentParser()
+        add_cam_options(parser)
+        args = parser.parse_args(["--task", task, *options])
+        cam = build_shallowcam(args, model, [model[0], model[2]])
+        gated = task_defaults(task).class_gate if expected == "task" else expected
+        assert cam.class_gate is gated
+        caption = settings_caption(cam, "All maps: ShallowCAM")
+        assert caption.endswith(", gated by Grad-CAM at 2") is gated

@@ -7,6 +7,7 @@ The page's behaviour in a real browser is tested in test_explorer_browser.py.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html.parser
 import io
 import json
@@ -30,6 +31,9 @@ from captum_shallow.visualization._explorer import (
     EXPLORER_FUSIONS,
     PHOTO_PIXELS,
     PHOTO_SIDE,
+    ExplainedImage,
+    class_gate_maps,
+    explorer_for,
     toggle_meaning,
 )
 
@@ -104,6 +108,7 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
         ["truncation", "none"],
         ["fusion", "product"],
         ["gamma", "none"],
+        ["class_gate", "none"],
         ["propagation", "none"],
         ["gates", "none"],
         ["task", "localisation"],
@@ -185,6 +190,7 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
         "truncation": "stage1: soft:quantile=0.9; stage3: none",
         "fusion": "product",
         "gamma": "2",
+        "class_gate": "none",
         "propagation": "none",
         "gates": "none",
         "task": "localisation",
@@ -192,7 +198,7 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
     assert repr(cam) == (
         "ShallowCAM(layers='stage1, stage3', method='LayerGradCam', "
         "truncation='stage1: soft:quantile=0.9; stage3: none', fusion='product', gamma='2', "
-        "propagation='none', gates='none', task='localisation')"
+        "class_gate='none', propagation='none', gates='none', task='localisation')"
     )
     cam = ShallowCAM(
         net,
@@ -433,3 +439,174 @@ def test_explain_html_on_the_real_model_fits_the_size_budget(tmp_path: Path) -> 
         stored = decode_map(encoded, layer["height"], layer["width"])
         reference = expected[0, 0].detach().double().clamp(min=0).numpy()
         np.testing.assert_allclose(stored, reference / reference.max(), atol=1e-5)
+
+
+# --- the class gate (ShallowCAM(..., class_gate=True)) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def gating_cam(explorer_net: torch.nn.Module) -> ShallowCAM:
+    net = explorer_net
+    return ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True)
+
+
+@pytest.fixture(scope="module")
+def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
+    photos = [sample_photo("chelsea"), sample_photo("coffee")]
+    return explore(gating_cam, photos, names=["chelsea", "coffee"], input_size=60, top=3)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # localisation: gates="layers"
+        {"task": "segmentation"},  # gates="relu-below"
+        {"propagation": None, "fusion": "product", "gamma": 2.0},
+    ],
+)
+def test_class_gate_maps_is_the_gate_shallowcam_fuses_with(
+    explorer_net: torch.nn.Module, options: dict[str, Any]
+) -> None:
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True, **options)
+    inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
+    fused, maps = cam.attribute(inputs, target=[1, 4], return_layer_maps=True)
+    gate = class_gate_maps(cam, inputs, [1, 4])
+    assert gate.shape == (2, 1, 8, 8)
+    assert float(gate.min()) >= 0  # Grad-CAM with its ReLU
+    refused = fuse_maps(maps, fusion=cam.fusion, gamma=cam.gamma, gate=gate)
+    torch.testing.assert_close(refused, fused, rtol=0, atol=1e-6)
+    ungated = fuse_maps(maps, fusion=cam.fusion, gamma=cam.gamma)
+    assert float((ungated - fused).abs().max()) > 0.05  # the gate changes the map
+
+
+def test_class_gate_maps_of_a_multiscale_cam_is_that_of_its_first_pass(
+    explorer_net: torch.nn.Module,
+) -> None:
+    # The layer maps of a multi-scale cam are its first scale's unmirrored pass: the
+    # gate is that pass's too. With one scale of 0.5 the fused map is that pass's.
+    net = explorer_net
+    cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True, scales=(0.5,))
+    inputs = preprocess(sample_photo("coffee"), 60).unsqueeze(0)
+    fused, maps = cam.attribute(inputs, target=2, return_layer_maps=True)
+    gate = class_gate_maps(cam, inputs, 2)
+    assert tuple(gate.shape[-2:]) == tuple(maps[-1].shape[-2:]) == (4, 4)
+    refused = fuse_maps(maps, fusion=cam.fusion, gamma=cam.gamma, gate=gate)
+    torch.testing.assert_close(refused, fused, rtol=0, atol=1e-6)
+    flipping = ShallowCAM(
+        net, [net.stage1, net.stage2, net.stage3], class_gate=True, scales=(0.5, 1.0), flips=True
+    )
+    torch.testing.assert_close(class_gate_maps(flipping, inputs, 2), gate, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="class_gate_maps needs a ShallowCAM, got object"):
+        class_gate_maps(object(), inputs, 2)  # type: ignore[arg-type]
+
+
+def test_an_explorer_of_a_gating_shallowcam_carries_its_gate_and_starts_gated(
+    gated_explorer: Explorer, gating_cam: ShallowCAM
+) -> None:
+    explorer = gated_explorer
+    assert explorer.class_gate is True
+    assert explorer.gate_shape == (8, 8)
+    assert repr(explorer) == (
+        "Explorer(2 images, layers=['stage1', 'stage2', 'stage3'], fusion='mean', class_gate=True)"
+    )
+    data = page_data(explorer.to_html())
+    assert data["version"] == 3
+    assert data["gate"] == {"layer": "stage3", "height": 8, "width": 8}
+    assert data["classGate"] is True
+    assert dict(data["settings"])["class_gate"] == "Grad-CAM at stage3"
+    assert "The gate stays Grad-CAM at stage3 when stage3 is unticked" in data["toggling"]
+    inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
+    zero_gates = 0
+    for i, (image, stored) in enumerate(zip(explorer.images, data["images"], strict=True)):
+        assert image.gate_maps is not None
+        assert len(image.gate_maps) == len(image.classes) == 3
+        for pos, (index, cls) in enumerate(zip(image.classes, stored["classes"], strict=True)):
+            # The raw gate, as class_gate_maps gives it, stored as the layer maps are.
+            expected = class_gate_maps(gating_cam, inputs[i : i + 1], index)[0, 0].detach()
+            torch.testing.assert_close(image.gate_maps[pos], expected, rtol=0, atol=2e-5)
+            gate = decode_map(cls["gate"], 8, 8)
+            reference = expected.double().numpy()
+            peak = reference.max()
+            # A class with no positive Grad-CAM at stage3 (class 6 here) stores zeros.
+            np.testing.assert_allclose(gate, reference / peak if peak > 0 else 0, atol=3e-5)
+            assert gate.max() == (1.0 if peak > 0 else 0.0)
+            zero_gates += peak == 0
+            # The page's formula on the stored maps is the package's fused map.
+            maps = [
+                torch.from_numpy(decode_map(m, layer["height"], layer["width"]))[None, None]
+                for m, layer in zip(cls["maps"], data["layers"], strict=True)
+            ]
+            page = fuse_maps(maps, fusion="mean", gate=torch.from_numpy(gate)[None, None])
+            package = gating_cam.attribute(inputs[i : i + 1], target=index).detach()
+            assert float((page - package.double()).abs().max()) < 1e-3
+    assert zero_gates == 2  # the edge case is covered: a gated map of zeros
+
+
+def test_an_explorer_without_a_gate_embeds_none(small_explorer: Explorer) -> None:
+    assert small_explorer.class_gate is False
+    assert small_explorer.gate_shape is None
+    assert all(image.gate_maps is None for image in small_explorer.images)
+    data = page_data(small_explorer.to_html())
+    assert (data["gate"], data["classGate"]) == (None, False)
+    assert all("gate" not in cls for image in data["images"] for cls in image["classes"])
+    assert dict(data["settings"])["class_gate"] == "none"
+    assert "class_gate" not in repr(small_explorer)
+
+
+def test_the_gate_can_start_off_and_explorer_for_follows_the_cam(
+    gated_explorer: Explorer, gating_cam: ShallowCAM, explorer_net: torch.nn.Module
+) -> None:
+    images = gated_explorer.images
+    off = Explorer(images, ["a", "b", "c"], {}, class_gate=False)
+    data = off.data()
+    assert (off.class_gate, data["classGate"]) == (False, False)
+    assert data["gate"] == {"layer": "c", "height": 8, "width": 8}  # the tick box is there
+    assert all("gate" in cls for image in data["images"] for cls in image["classes"])
+    assert Explorer(images, ["a", "b", "c"], {}).class_gate is True  # gated where it can be
+    assert explorer_for(gating_cam, images).class_gate is True
+    assert explorer_for(gating_cam, images, class_gate=False).class_gate is False
+    net = explorer_net
+    plain = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    assert toggle_meaning(plain) + (
+        " The gate stays Grad-CAM at stage3 when stage3 is unticked; ShallowCAM without it "
+        "would gate by the deepest layer left."
+    ) == toggle_meaning(gating_cam)
+    inputs = preprocess(sample_photo("coffee"), 60).unsqueeze(0)
+    ungated = explain_images(plain, inputs, [sample_photo("coffee")], ["coffee"], top=2)
+    assert ungated[0].gate_maps is None
+    with pytest.raises(ValueError, match=r"class_gate=True needs gate maps"):
+        explorer_for(gating_cam, ungated)
+
+
+def _with_gates(image: ExplainedImage, gates: Any) -> ExplainedImage:
+    return dataclasses.replace(image, gate_maps=gates)
+
+
+def test_bad_gate_maps_are_clear_errors(gated_explorer: Explorer) -> None:
+    first, second = gated_explorer.images
+    assert first.gate_maps is not None
+    layers = ["a", "b", "c"]
+    with pytest.raises(ValueError, match=r"class_gate=True needs gate maps"):
+        Explorer([_with_gates(first, None)], layers, {}, class_gate=True)
+    with pytest.raises(
+        ValueError, match="image 'coffee' has no gate maps and others have: give every image"
+    ):
+        Explorer([first, _with_gates(second, None)], layers, {})
+    with pytest.raises(ValueError, match="image 'chelsea' has 2 gate maps for 3 classes"):
+        Explorer([_with_gates(first, first.gate_maps[:2])], layers, {})
+    wrong = (first.gate_maps[0], torch.zeros(4, 4), first.gate_maps[2])
+    with pytest.raises(
+        ValueError, match=r"a gate map of shape \(8, 8\), got \(4, 4\) \(image 'chelsea'\)"
+    ):
+        Explorer([_with_gates(first, wrong)], layers, {})
+    flat = (torch.zeros(1, 8, 8), *first.gate_maps[1:])
+    with pytest.raises(TypeError, match=r"a gate map must be a \(h, w\) Tensor, got \(1, 8, 8\)"):
+        Explorer([_with_gates(first, flat)], layers, {})
+    with pytest.raises(TypeError, match=r"a gate map must be a \(h, w\) Tensor, got list"):
+        Explorer([_with_gates(first, ([0.0],) * 3)], layers, {})
+    nan = (torch.full((8, 8), float("nan")), *first.gate_maps[1:])
+    with pytest.raises(ValueError, match="a gate map of image 'chelsea' contains NaN or inf"):
+        Explorer([_with_gates(first, nan)], layers, {})
+    with pytest.raises(TypeError, match="class_gate must be a bool or None, got 'yes'"):
+        Explorer([first], layers, {}, class_gate="yes")  # type: ignore[arg-type]

@@ -28,6 +28,7 @@ from captum_shallow.datasets import sample_photo
 from captum_shallow.io import preprocess
 from captum_shallow.segmentation import irn_normalise, pseudo_masks
 from captum_shallow.visualization import Explorer, display_scaling, explore, map_to_numpy
+from captum_shallow.visualization._explorer import explorer_for
 
 webdriver = pytest.importorskip(
     "selenium.webdriver",
@@ -144,12 +145,26 @@ def loaded(driver: Any, page: Path) -> Page:
     return Page(driver)
 
 
-def python_fused(explorer: Explorer, image: int, pos: int, layers: list[int], fusion: str) -> Any:
+def python_fused(
+    explorer: Explorer,
+    image: int,
+    pos: int,
+    layers: list[int],
+    fusion: str,
+    gated: bool = False,
+) -> Any:
     """``fuse_maps`` on the maps the page embeds (16-bit, over their maximum): the same
     formula on the same numbers. The geometric mean's root amplifies the quantisation
-    near zero (up to 2e-3 against the float maps), which is not a formula difference."""
+    near zero (up to 2e-3 against the float maps), which is not a formula difference.
+    ``gated``: with the embedded gate map as ``fuse_maps``' ``gate``."""
     maps = [_embedded(explorer.images[image].layer_maps[pos][k])[None, None] for k in layers]
-    return fuse_maps(maps, fusion=fusion, gamma=explorer.gamma)[0, 0].double().detach().numpy()
+    gate = None
+    if gated:
+        gate_maps = explorer.images[image].gate_maps
+        assert gate_maps is not None
+        gate = _embedded(gate_maps[pos])[None, None]
+    fused = fuse_maps(maps, fusion=fusion, gamma=explorer.gamma, gate=gate)
+    return fused[0, 0].double().detach().numpy()
 
 
 def _embedded(layer_map: torch.Tensor) -> torch.Tensor:
@@ -621,3 +636,195 @@ def test_wide_tall_and_grey_photos_get_readable_panels(
     assert grey_overlay.std() > 10
     assert page.state(2)["foreground"] > 0
     assert page.errors() == []
+
+
+# --- the class gate ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gating_cam(explorer_net: torch.nn.Module) -> ShallowCAM:
+    net = explorer_net
+    return ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True)
+
+
+@pytest.fixture(scope="module")
+def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
+    """The task defaults (mean fusion, propagation with gates="layers") and the class gate."""
+    photos = [sample_photo("chelsea"), sample_photo("coffee")]
+    classes = ["cat", "dog", "cup", "spoon", "saucer", "table", "wall"]
+    return explore(
+        gating_cam,
+        photos,
+        names=["chelsea", "coffee"],
+        classes=classes,
+        input_size=60,
+        model_name="net",
+    )
+
+
+def _load(driver: Any, explorer: Explorer, folder: Path) -> Page:
+    driver.get(explorer.save(folder / "report.html").as_uri())
+    return Page(driver)
+
+
+def test_a_gated_page_shows_shallowcams_fused_map_and_unticking_ungates_it(
+    driver: Any,
+    gated_explorer: Explorer,
+    gating_cam: ShallowCAM,
+    tmp_path: Path,
+) -> None:
+    explorer = gated_explorer
+    page = _load(driver, explorer, tmp_path)
+    box = page.find(0, "input.csx-gate")
+    assert box.is_selected()
+    assert (box.aria_role, box.accessible_name) == (
+        "checkbox",
+        "Gate by Grad-CAM at the deepest layer",
+    )
+    assert page.state()["gated"] is True
+    assert "Grad-CAM at stage3 (8×8)" in page.find(0, ".csx-gate-control").text
+    gate_maps = explorer.images[0].gate_maps
+    assert gate_maps is not None
+    stored = page.js("return app.gateMap(0, 1)")
+    assert (stored["height"], stored["width"]) == (8, 8)
+    np.testing.assert_array_equal(stored["values"], _embedded(gate_maps[1]).flatten().numpy())
+    help_text = driver.find_element(By.CSS_SELECTOR, ".csx-about").get_attribute("textContent")
+    assert "ShallowCAM(class_gate=True) and fuse_maps(..., gate=...)" in help_text
+    inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
+    worst = 0.0
+    empty = 0
+    for image in range(2):
+        for pos, index in enumerate(explorer.images[image].classes):
+            page.find(image, f'.csx-class[data-class-pos="{pos}"]').click()
+            fused = page.fused(image)
+            assert fused is not None
+            expected = python_fused(explorer, image, pos, [0, 1, 2], "mean", gated=True)
+            assert np.abs(fused - expected).max() < TOLERANCE, (image, pos)
+            # The package's own map: ShallowCAM(class_gate=True).attribute.
+            package = gating_cam.attribute(inputs[image : image + 1], target=index)
+            package_map = package[0, 0].detach().double().numpy()
+            worst = max(worst, float(np.abs(fused - package_map).max()))
+            caption = page.find(image, ".csx-overlay ~ figcaption").text
+            assert "mean of 3/3 layers · gated by Grad-CAM at stage3 · 30×30" in caption
+            if fused.max() == 0:  # no positive Grad-CAM at stage3: nothing to show
+                empty += 1
+                assert caption.endswith("no positive evidence")
+                assert page.state(image)["foreground"] == 0
+    assert worst < TOLERANCE
+    assert empty == 2  # class 6 on both photos: covered
+    # The pseudo-mask thresholds the gated map; unticking the box shows the ungated one.
+    page.find(0, '.csx-class[data-class-pos="0"]').click()
+    gated = python_fused(explorer, 0, 0, [0, 1, 2], "mean", gated=True)
+    ungated = python_fused(explorer, 0, 0, [0, 1, 2], "mean")
+    assert np.abs(gated - ungated).max() > 0.1
+    threshold = page.state()["threshold"]
+    drawn = upsampled(gated, (300, 451))
+    assert page.state()["foreground"] == pytest.approx((drawn > threshold).mean(), abs=2e-3)
+    thumb = page.find(0, '.csx-thumb[data-view="fused"] figcaption').text
+    assert thumb == "Fused map · mean of 3 · gated"
+    before = page.pixels(0, "canvas.csx-overlay")
+    box.click()
+    assert not box.is_selected()
+    assert page.state()["gated"] is False
+    fused = page.fused()
+    assert fused is not None
+    assert np.abs(fused - ungated).max() < TOLERANCE
+    drawn = upsampled(ungated, (300, 451))
+    assert page.state()["foreground"] == pytest.approx((drawn > threshold).mean(), abs=2e-3)
+    assert "gated" not in page.find(0, ".csx-overlay ~ figcaption").text
+    assert page.find(0, '.csx-thumb[data-view="fused"] figcaption').text == "Fused map · mean of 3"
+    assert np.abs(page.pixels(0, "canvas.csx-overlay") - before).max() > 50
+    assert page.state(1)["gated"] is True  # the other image keeps its gate
+    box.click()
+    fused = page.fused()
+    assert fused is not None
+    assert np.abs(fused - gated).max() < TOLERANCE
+    assert page.errors() == []
+
+
+@pytest.mark.parametrize("fusion", _FUSIONS)
+def test_the_gated_page_gates_every_fusion_and_every_layer_subset_as_fuse_maps(
+    driver: Any, gated_explorer: Explorer, tmp_path: Path, fusion: str
+) -> None:
+    page = _load(driver, gated_explorer, tmp_path)
+    Select(page.find(1, "select.csx-fusion")).select_by_value(fusion)
+    for pos in range(5):
+        page.find(1, f'.csx-class[data-class-pos="{pos}"]').click()
+        fused = page.fused(1)
+        assert fused is not None
+        expected = python_fused(gated_explorer, 1, pos, [0, 1, 2], fusion, gated=True)
+        assert np.abs(fused - expected).max() < TOLERANCE, (fusion, pos)
+    # Unticking the deepest layer keeps its gate: the 15 x 15 fusion of two, gated.
+    page.find(1, '.csx-class[data-class-pos="1"]').click()
+    page.driver.find_elements(By.CSS_SELECTOR, "#csx-report-image-1 .csx-toggle")[0].click()
+    fused = page.fused(1)
+    assert fused is not None
+    assert fused.shape == (15, 15)
+    expected = python_fused(gated_explorer, 1, 1, [1, 2], fusion, gated=True)
+    assert np.abs(fused - expected).max() < TOLERANCE
+    assert page.errors() == []
+
+
+def test_a_page_can_start_ungated_and_one_without_gate_maps_has_no_gate_box(
+    driver: Any,
+    gated_explorer: Explorer,
+    gating_cam: ShallowCAM,
+    default_loaded: Page,
+    tmp_path: Path,
+) -> None:
+    assert default_loaded.driver.find_elements(By.CSS_SELECTOR, "input.csx-gate") == []
+    assert default_loaded.state()["gated"] is False
+    assert default_loaded.js("return app.gateMap(0, 0)") is None
+    assert "gated" not in default_loaded.find(0, ".csx-overlay ~ figcaption").text
+    off = explorer_for(gating_cam, gated_explorer.images, "net", 60, class_gate=False)
+    page = _load(driver, off, tmp_path)
+    box = page.find(0, "input.csx-gate")
+    assert not box.is_selected()
+    assert page.state()["gated"] is False
+    fused = page.fused()
+    assert fused is not None
+    assert np.abs(fused - python_fused(off, 0, 0, [0, 1, 2], "mean")).max() < TOLERANCE
+    box.click()
+    fused = page.fused()
+    assert fused is not None
+    expected = python_fused(off, 0, 0, [0, 1, 2], "mean", gated=True)
+    assert np.abs(fused - expected).max() < TOLERANCE
+    assert page.errors() == []
+
+
+def test_the_pages_gate_equals_fuse_maps_gate_on_awkward_maps(loaded: Page) -> None:
+    generator = torch.Generator().manual_seed(1)
+    maps = [
+        torch.randn(3, 1, 5, 7, generator=generator),
+        torch.rand(3, 1, 9, 4, generator=generator),
+    ]
+    for gate_size in ((2, 3), (9, 4), (13, 6)):  # upsampled, as it is, downsampled
+        gate = torch.randn(3, 1, *gate_size, generator=generator)
+        gate[2] = -1  # a sample whose gate has no positive value: all zeros
+        for fusion in _FUSIONS:
+            for gamma in (None, 2.0):
+                expected = fuse_maps(maps, fusion=fusion, gamma=gamma, gate=gate)
+                for sample in range(3):
+                    arguments = [
+                        {
+                            "height": m.shape[-2],
+                            "width": m.shape[-1],
+                            "values": m[sample, 0].flatten().tolist(),
+                        }
+                        for m in (*maps, gate)
+                    ]
+                    result = loaded.js(
+                        "var f = window.captumShallowExplorer.fuse("
+                        "arguments[0].slice(0, 2), arguments[1], arguments[2], null, "
+                        "arguments[0][2]);"
+                        "return [f.height, f.width, Array.from(f.values)];",
+                        arguments,
+                        fusion,
+                        gamma,
+                    )
+                    fused = np.array(result[2]).reshape(result[0], result[1])
+                    assert fused.shape == (9, 4)
+                    reference = expected[sample, 0].double().numpy()
+                    assert np.abs(fused - reference).max() < 1e-5, (gate_size, fusion, gamma)
+                    if sample == 2:
+                        assert not fused.any()

@@ -358,14 +358,18 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             )
         ]
         self._check_finite(layer_maps)
-        gate = None
-        if self.class_gate:
-            gradients, activations = pairs[-1]
-            gate = LayerGradCam.layer_attribution(
-                gradients[0], activations[0], None, relu_attributions=True
-            )
+        gate = self.gate_map(pairs) if self.class_gate else None
         fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma, gate)
         return fused, layer_maps
+
+    @staticmethod
+    def gate_map(pairs: Sequence[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]) -> Tensor:
+        """The class gate of one pass: Grad-CAM (ReLU applied) at the last layer, from
+        the ``(gradients, activations)`` of each layer that the pass hooked."""
+        gradients, activations = pairs[-1]
+        return LayerGradCam.layer_attribution(
+            gradients[0], activations[0], None, relu_attributions=True
+        )
 
     def _layer_map(
         self,
@@ -471,8 +475,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         Returns:
             dict[str, str]: ``layers``, ``method``, ``truncation`` (one for every
             layer, else ``"layer: truncation"`` per layer), ``fusion``, ``gamma``,
-            ``propagation``, ``gates`` and ``task``; a setting that is off reads
-            ``"none"``, a module its dotted name in the model.
+            ``class_gate`` (``"Grad-CAM at <layer>"``), ``propagation``, ``gates``
+            and ``task``; a setting that is off reads ``"none"``, a module its
+            dotted name in the model.
 
         Examples::
 
@@ -485,7 +490,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             >>> cam.settings()  # doctest: +NORMALIZE_WHITESPACE
             {'layers': 'layer1, layer4', 'method': 'LayerCAM',
              'truncation': 'layer1: soft:quantile=0.9; layer4: none', 'fusion': 'max',
-             'gamma': '2', 'propagation': 'none', 'gates': 'none', 'task': 'localisation'}
+             'gamma': '2', 'class_gate': 'none', 'propagation': 'none', 'gates': 'none',
+             'task': 'localisation'}
         """
         model = self.forward_func
         names = [layer_name(model, layer) for layer in self.layers]
@@ -499,6 +505,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             else "; ".join(f"{n}: {t}" for n, t in zip(names, truncations, strict=True)),
             "fusion": str(self.fusion),
             "gamma": "none" if self.gamma is None else f"{self.gamma:g}",
+            "class_gate": f"Grad-CAM at {names[-1]}" if self.class_gate else "none",
             "propagation": _text(self.propagation),
             "gates": ", ".join(gates) if isinstance(gates, list) else _text(gates),
             "task": str(self.task),

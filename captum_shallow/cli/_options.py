@@ -111,9 +111,9 @@ def add_cam_options(
     parser: argparse.ArgumentParser, default_layers: str = "fusion", task: str = "localisation"
 ) -> None:
     """Add ``--method``, ``--layers``, ``--task``, ``--truncation``, ``--fusion``,
-    ``--propagation`` and ``--gates``.
+    ``--class-gate``, ``--propagation`` and ``--gates``.
 
-    The last four default to the task's values (:func:`captum_shallow.task_defaults`);
+    The last five default to the task's values (:func:`captum_shallow.task_defaults`);
     a value given on the command line wins.
 
     Args:
@@ -142,7 +142,7 @@ def add_cam_options(
         "--task",
         default=task,
         choices=list(TASKS),
-        help="whose measured defaults fill the four options below: localisation (a map "
+        help="whose measured defaults fill the five options below: localisation (a map "
         f"to look at) or segmentation (a map for pseudo-masks) (default: {task})",
     )
     group.add_argument(
@@ -156,6 +156,13 @@ def add_cam_options(
         "--fusion",
         choices=list(get_args(Fusion)),
         help=f"how layer maps are fused (default: the task's; {task}: {defaults.fusion})",
+    )
+    group.add_argument(
+        "--class-gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="multiply the fused map by Grad-CAM at the deepest layer (default: the task's; "
+        f"{task}: {'on' if defaults.class_gate else 'off'})",
     )
     group.add_argument(
         "--propagation",
@@ -200,6 +207,8 @@ def build_shallowcam(
         given["propagation"] = parse_propagation(args.propagation)
     if args.gates is not None:
         given["gates"] = args.gates
+    if args.class_gate is not None:
+        given["class_gate"] = args.class_gate
     for option in ("scales", "flips"):  # the options of the commands that average scales
         if getattr(args, option, None) is not None:
             given[option] = getattr(args, option)
@@ -245,6 +254,8 @@ def settings_caption(cam: ShallowCAM, subject: str) -> str:
     line = f"{subject}, {settings['task']} task; truncation {settings['truncation']}"
     if settings["propagation"] != "none":
         line += f", propagation {settings['propagation']} at gates={settings['gates']}"
+    if settings["class_gate"] != "none":
+        line += f", gated by {settings['class_gate']}"
     return line
 
 

@@ -2,15 +2,18 @@
 self-contained HTML page: :func:`explore`, :class:`Explorer`, :func:`explain_images`.
 
 The page embeds everything it shows (the photo as a JPEG data URI of at most
-``PHOTO_PIXELS**2`` pixels, each layer's map for each of the top classes, a colour
-map table, the script and the style), so it works from ``file://``, offline, or
-inline in a Jupyter output. Maps are
+``PHOTO_PIXELS**2`` pixels, each layer's map for each of the top classes and, for
+a ShallowCAM with ``class_gate=True``, its gate map, a colour map table, the script
+and the style), so it works from ``file://``, offline, or inline in a Jupyter
+output. Maps are
 stored at their layer's own resolution, quantised to 16 bits: 8 bits would err by
 up to 2e-3 per map, more than the 1e-3 within which the page's fusion is tested
 against :func:`~captum_shallow.fuse_maps`. The page recomputes the fused map from
 the layer maps with ``fuse_maps``' formula, so layers can be toggled and the
-fusion changed in the page; the template (``explorer.html``, ``explorer.css``,
-``explorer.js``) is package data beside this module.
+fusion changed in the page; with a gate map it multiplies the fusion by the gate
+as ``fuse_maps(..., gate=...)`` does, and a tick box turns the gate off. The
+template (``explorer.html``, ``explorer.css``, ``explorer.js``) is package data
+beside this module.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from torch import Tensor, nn
 
 from .._modules import layer_name
 from ..attribution import ShallowCAM, task_defaults
+from ..attribution._hooks import format_inputs, gradients_and_activations
+from ..attribution._multiscale import _resize
 from ..datasets import output_class_names
 from ..io import preprocess, read_image
 from ..io._atomic import atomic_write
@@ -73,6 +78,11 @@ class ExplainedImage:
             return_layer_maps=True)`` gives it.
         initial (int): Position in ``classes`` of the class shown first.
             Default: 0
+        gate_maps (tuple[Tensor, ...], optional): Per class, the raw ``(h, w)`` map
+            that gates the fused map (:func:`~captum_shallow.fuse_maps`' ``gate``):
+            for a ShallowCAM with ``class_gate=True``, Grad-CAM at its last layer,
+            as :func:`class_gate_maps` gives it; None without a gate.
+            Default: None
     """
 
     name: str
@@ -82,6 +92,7 @@ class ExplainedImage:
     probabilities: tuple[float, ...]
     layer_maps: tuple[tuple[Tensor, ...], ...]
     initial: int = 0
+    gate_maps: tuple[Tensor, ...] | None = None
 
 
 def explain_images(
@@ -93,7 +104,9 @@ def explain_images(
     top: int = TOP_CLASSES,
     target: int | None = None,
 ) -> list[ExplainedImage]:
-    """The layer maps of each input's top classes (one backward pass per class rank).
+    """The layer maps of each input's top classes (one backward pass per class rank)
+    and, for a ShallowCAM with ``class_gate=True``, their gate maps
+    (:func:`class_gate_maps`, one more backward pass per class rank).
 
     Args:
         cam (ShallowCAM): The explainer; its ``forward_func`` gives the logits.
@@ -109,7 +122,8 @@ def explain_images(
             Default: None (the top class is shown first)
 
     Returns:
-        list[ExplainedImage]: One per input.
+        list[ExplainedImage]: One per input; ``gate_maps`` is None unless
+        ``cam.class_gate``.
     """
     if not isinstance(cam, ShallowCAM):
         raise TypeError(f"the explorer needs a ShallowCAM, got {type(cam).__name__}")
@@ -135,6 +149,11 @@ def explain_images(
         cam.attribute(inputs, target=ranked[:, rank].tolist(), return_layer_maps=True)[1]
         for rank in range(ranked.shape[1])
     ]
+    gates = (
+        [class_gate_maps(cam, inputs, ranked[:, rank].tolist()) for rank in range(ranked.shape[1])]
+        if cam.class_gate
+        else None
+    )
     explained = []
     for i, (photo, name) in enumerate(zip(photos, names, strict=True)):
         order = ranked[i].tolist()
@@ -152,9 +171,69 @@ def explain_images(
                     for rank in range(len(order))
                 ),
                 initial=0 if target is None else order.index(target),
+                gate_maps=None
+                if gates is None
+                else tuple(gates[rank][i, 0].detach().float().cpu() for rank in range(len(order))),
             )
         )
     return explained
+
+
+def class_gate_maps(cam: ShallowCAM, inputs: Tensor, target: Any) -> Tensor:
+    """Grad-CAM at the last of ``cam.layers``: the gate by which a ShallowCAM with
+    ``class_gate=True`` multiplies its fused map (:func:`~captum_shallow.fuse_maps`'
+    ``gate``), whether or not ``cam`` gates.
+
+    It is computed as ShallowCAM computes it, from a backward pass with every layer of
+    ``cam`` hooked and its propagation, of the pass whose layer maps
+    ``cam.attribute(inputs, target, return_layer_maps=True)`` returns (with several
+    scales or flips, the first scale's unmirrored one), so ``fuse_maps(layer_maps,
+    fusion=cam.fusion, gamma=cam.gamma, gate=gate)`` is ``cam``'s fused map of one pass.
+
+    Args:
+        cam (ShallowCAM): The explainer.
+        inputs (Tensor): The model inputs, ``(N, 3, h, w)``, on the model's device.
+        target (int, list or Tensor): The classes, one for the batch or one per input.
+
+    Returns:
+        Tensor: ``(N, 1, h_L, w_L)`` Grad-CAM maps at the last layer's resolution, ReLU
+        applied, with their autograd graph.
+
+    Examples::
+
+        >>> import torch
+        >>> from torchvision.models import resnet18
+        >>> from captum_shallow import ShallowCAM, fuse_maps
+        >>> from captum_shallow.visualization._explorer import class_gate_maps
+        >>> model = resnet18(num_classes=3).eval()
+        >>> cam = ShallowCAM(model, [model.layer1, model.layer2], class_gate=True)
+        >>> x = torch.randn(1, 3, 64, 64)
+        >>> gate = class_gate_maps(cam, x, 1)
+        >>> gate.shape
+        torch.Size([1, 1, 8, 8])
+        >>> fused, maps = cam.attribute(x, target=1, return_layer_maps=True)
+        >>> torch.allclose(fused, fuse_maps(maps, fusion=cam.fusion, gate=gate))
+        True
+    """
+    if not isinstance(cam, ShallowCAM):
+        raise TypeError(f"class_gate_maps needs a ShallowCAM, got {type(cam).__name__}")
+    batch = format_inputs(inputs)
+    if cam.scales != (1.0,) or cam.flips:
+        batch = _resize(batch, cam.scales[0], False)
+    pairs = gradients_and_activations(
+        cam.forward_func,
+        cam.layers,
+        batch,
+        target,
+        None,
+        device_ids=cam.device_ids,
+        attribute_to_layer_input=False,
+        grad_kwargs=None,
+        propagation=cam.propagation,
+        gates=cam.gates,
+        reshape=cam.reshape,
+    )
+    return cam.gate_map(pairs)
 
 
 def toggle_meaning(cam: ShallowCAM) -> str:
@@ -165,6 +244,9 @@ def toggle_meaning(cam: ShallowCAM) -> str:
     equals running ShallowCAM without the layer. With ``gates="layers"`` or
     ``"relu-below"`` a layer's map depends on the layers above it (their gates
     truncate the gradient that reaches it), so the page says it is not the same.
+    With ``class_gate=True`` the page keeps gating by Grad-CAM at the deepest layer
+    when that layer is unticked, where ShallowCAM without it would gate by the
+    deepest layer left; a sentence says so.
 
     Args:
         cam (ShallowCAM): The explainer whose maps the page shows.
@@ -183,21 +265,29 @@ def toggle_meaning(cam: ShallowCAM) -> str:
     """
     gates = cam.gates
     if cam.propagation is None or gates not in ("layers", "relu-below"):
-        return (
+        meaning = (
             "Unticking a layer fuses the other layers' maps: the same as ShallowCAM "
             "without that layer."
         )
-    where = (
-        "at every fused layer deeper than the shallowest"
-        if gates == "layers"
-        else "at every ReLU before the deepest fused layer"
-    )
-    return (
-        "Unticking a layer fuses the other layers' maps as they were computed with every "
-        f"layer hooked; ShallowCAM without that layer differs, because propagation "
-        f"truncates the gradient {where} (gates={gates!r}), so each layer's map depends "
-        "on the layers above it."
-    )
+    else:
+        where = (
+            "at every fused layer deeper than the shallowest"
+            if gates == "layers"
+            else "at every ReLU before the deepest fused layer"
+        )
+        meaning = (
+            "Unticking a layer fuses the other layers' maps as they were computed with "
+            f"every layer hooked; ShallowCAM without that layer differs, because propagation "
+            f"truncates the gradient {where} (gates={gates!r}), so each layer's map depends "
+            "on the layers above it."
+        )
+    if cam.class_gate:
+        deepest = layer_name(cam.forward_func, cam.layers[-1])
+        meaning += (
+            f" The gate stays Grad-CAM at {deepest} when {deepest} is unticked; ShallowCAM "
+            "without it would gate by the deepest layer left."
+        )
+    return meaning
 
 
 class Explorer:
@@ -207,7 +297,10 @@ class Explorer:
     between them; every layer's map and the fused map, with a toggle per layer;
     the fused map recomputed in the page with :func:`~captum_shallow.fuse_maps`'
     formula (and any of ``EXPLORER_FUSIONS``), and a sentence saying what unticking
-    a layer means (``toggling``); sliders for the overlay's opacity and for the
+    a layer means (``toggling``); with gate maps (``ExplainedImage.gate_maps``), the
+    fused map multiplied by the gate as ``fuse_maps(..., gate=...)`` does, and a
+    tick box "Gate by Grad-CAM at the deepest layer" that turns the gate off and on;
+    sliders for the overlay's opacity and for the
     background threshold, with the pseudo-mask it gives; the settings as text.
     Display it in Jupyter (``_repr_html_``), or :meth:`save` one self-contained
     HTML file.
@@ -240,6 +333,19 @@ class Explorer:
         toggling (str, optional): What unticking a layer means, shown by the toggles.
             Default: ``"Unticking a layer fuses the other layers' maps as computed."``
             (:func:`explore` says more, see ``toggle_meaning``)
+        class_gate (bool, optional): Whether the page starts with the fused map
+            gated by the images' ``gate_maps`` (the gate of the last of ``layers``);
+            True needs gate maps, which every image has or none has.
+            Default: None (gated where the images have gate maps)
+
+    Raises:
+        ValueError: For no image, an unknown fusion, a gamma, opacity or threshold
+            out of range, maps whose number or shapes differ between classes or
+            from the layer names, gate maps on some images only, or not one per
+            class, of shapes that differ or holding NaN or inf, and
+            ``class_gate=True`` without gate maps.
+        TypeError: For a gate map that is not a 2-D Tensor, or a ``class_gate``
+            that is not a bool.
     """
 
     def __init__(
@@ -254,6 +360,7 @@ class Explorer:
         opacity: float = DEFAULT_OPACITY,
         threshold: float | None = None,
         toggling: str = "Unticking a layer fuses the other layers' maps as computed.",
+        class_gate: bool | None = None,
     ) -> None:
         if not images:
             raise ValueError("the explorer needs at least one image")
@@ -277,6 +384,16 @@ class Explorer:
                         f"every class of every image needs maps of shapes {shapes} "
                         f"(image {image.name!r})"
                     )
+        self.gate_shape = _gate_shape(images)
+        if class_gate is None:
+            class_gate = self.gate_shape is not None
+        if not isinstance(class_gate, bool):
+            raise TypeError(f"class_gate must be a bool or None, got {class_gate!r}")
+        if class_gate and self.gate_shape is None:
+            raise ValueError(
+                "class_gate=True needs gate maps: give each image its gate_maps (e.g. "
+                "explain_images with a ShallowCAM(..., class_gate=True))"
+            )
         self.images = list(images)
         self.layers = list(layers)
         self.settings = dict(settings)
@@ -287,12 +404,25 @@ class Explorer:
         self.opacity = float(opacity)
         self.threshold = float(threshold)
         self.toggling = toggling
+        self.class_gate = class_gate
 
     def data(self) -> dict[str, Any]:
-        """Everything the page shows, as the JSON object it embeds."""
+        """Everything the page shows, as the JSON object it embeds: with gate maps,
+        ``gate`` says where the gate is (``layer``, the last of the layers, ``height``
+        and ``width``; else None), ``classGate`` whether the page starts gated, and
+        each class has its ``gate`` map, stored as the layer maps are."""
         first = self.images[0].layer_maps[0]
+        gate = (
+            None
+            if self.gate_shape is None
+            else {
+                "layer": self.layers[-1],
+                "height": self.gate_shape[0],
+                "width": self.gate_shape[1],
+            }
+        )
         return {
-            "version": 2,
+            "version": 3,
             "title": self.title,
             "layers": [
                 {"name": name, "height": int(m.shape[0]), "width": int(m.shape[1])}
@@ -304,6 +434,8 @@ class Explorer:
             "opacity": self.opacity,
             "threshold": self.threshold,
             "toggling": self.toggling,
+            "gate": gate,
+            "classGate": self.class_gate,
             "colormap": {"name": self.cmap, "lut": _colormap_table(self.cmap)},
             "colorbarLabel": COLORBAR_LABEL,
             "settings": [[key, value] for key, value in self.settings.items()],
@@ -346,7 +478,11 @@ class Explorer:
         return self.fragment(f"csx-{uuid.uuid4().hex[:12]}")
 
     def __repr__(self) -> str:
-        return f"Explorer({len(self.images)} images, layers={self.layers}, fusion={self.fusion!r})"
+        gated = ", class_gate=True" if self.class_gate else ""
+        return (
+            f"Explorer({len(self.images)} images, layers={self.layers}, "
+            f"fusion={self.fusion!r}{gated})"
+        )
 
 
 def explore(
@@ -441,7 +577,9 @@ def explorer_for(
 ) -> Explorer:
     """An :class:`Explorer` of ``cam``'s maps: its layers, its settings
     (:meth:`~captum_shallow.ShallowCAM.settings`, after the model's name and the input
-    size), its fusion and gamma, the background threshold of its task
+    size), its fusion and gamma, its class gate (on when ``cam.class_gate``, whose
+    images need gate maps, as :func:`explain_images` gives them), the background
+    threshold of its task
     (:func:`~captum_shallow.task_defaults`) and what unticking a layer means for it
     (:func:`toggle_meaning`), unless ``options`` say otherwise."""
     model = cam.forward_func
@@ -452,6 +590,7 @@ def explorer_for(
     layers = [layer_name(model, layer) for layer in cam.layers]
     options.setdefault("threshold", task_defaults(cam.task).threshold)
     options.setdefault("toggling", toggle_meaning(cam))
+    options.setdefault("class_gate", cam.class_gate)
     return Explorer(images, layers, settings, fusion=str(cam.fusion), gamma=cam.gamma, **options)
 
 
@@ -462,8 +601,48 @@ def _device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
+def _gate_shape(images: Sequence[ExplainedImage]) -> tuple[int, int] | None:
+    """The shape of the images' gate maps, None without any; a clear error for gate
+    maps on some images only, not one per class, of several shapes or not finite."""
+    gated = [image.gate_maps is not None for image in images]
+    if not any(gated):
+        return None
+    if not all(gated):
+        missing = images[gated.index(False)].name
+        raise ValueError(
+            f"image {missing!r} has no gate maps and others have: give every image "
+            "its gate maps, or none"
+        )
+    shape: tuple[int, int] | None = None
+    for image in images:
+        gates = image.gate_maps
+        assert gates is not None
+        if len(gates) != len(image.classes):
+            raise ValueError(
+                f"image {image.name!r} has {len(gates)} gate maps for {len(image.classes)} "
+                "classes; give one per class"
+            )
+        for gate in gates:
+            if not isinstance(gate, Tensor) or gate.dim() != 2:
+                what = tuple(gate.shape) if isinstance(gate, Tensor) else type(gate).__name__
+                raise TypeError(
+                    f"a gate map must be a (h, w) Tensor, got {what} (image {image.name!r})"
+                )
+            if shape is None:
+                shape = (int(gate.shape[0]), int(gate.shape[1]))
+            if tuple(gate.shape) != shape:
+                raise ValueError(
+                    f"every class of every image needs a gate map of shape {shape}, got "
+                    f"{tuple(gate.shape)} (image {image.name!r})"
+                )
+            if not bool(torch.isfinite(gate).all()):
+                raise ValueError(f"a gate map of image {image.name!r} contains NaN or inf")
+    return shape
+
+
 def _image_data(image: ExplainedImage) -> dict[str, Any]:
     uri, width, height = _photo_uri(image.photo)
+    gates = image.gate_maps
     return {
         "name": image.name,
         "photo": uri,
@@ -476,13 +655,16 @@ def _image_data(image: ExplainedImage) -> dict[str, Any]:
                 "name": name,
                 "probability": round(probability, 6),
                 "maps": [_encode_map(m) for m in maps],
+                **({} if gates is None else {"gate": _encode_map(gates[pos])}),
             }
-            for index, name, probability, maps in zip(
-                image.classes,
-                image.class_names,
-                image.probabilities,
-                image.layer_maps,
-                strict=True,
+            for pos, (index, name, probability, maps) in enumerate(
+                zip(
+                    image.classes,
+                    image.class_names,
+                    image.probabilities,
+                    image.layer_maps,
+                    strict=True,
+                )
             )
         ],
     }
@@ -506,8 +688,9 @@ def _photo_uri(photo: Tensor) -> tuple[str, int, int]:
 def _encode_map(layer_map: Tensor) -> str:
     """A map's positive part over its maximum, 16-bit little-endian, base64.
 
-    The page divides every layer map by its maximum before fusing, so this scale
-    loses nothing but the quantisation (at most 1/131070 of the map's maximum).
+    The page divides every layer map (and every gate map) by its maximum before
+    fusing, so this scale loses nothing but the quantisation (at most 1/131070 of
+    the map's maximum).
     """
     values = layer_map.detach().double().clamp(min=0)
     peak = float(values.max()) if values.numel() else 0.0

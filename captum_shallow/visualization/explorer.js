@@ -5,7 +5,7 @@
  */
 (function () {
   "use strict";
-  var VERSION = "2";
+  var VERSION = "3";
   if (window.captumShallowExplorer && window.captumShallowExplorer.version === VERSION) {
     return;
   }
@@ -87,9 +87,11 @@
     return peak;
   }
 
-  /** fuse_maps(maps, size, fusion, gamma): upsample to the largest map, clamp at 0,
-   * divide by the maximum, optionally tanh(gamma * M), combine, divide again. */
-  function fuse(maps, fusion, gamma, size) {
+  /** fuse_maps(maps, size, fusion, gamma, gate): upsample to the largest map, clamp at 0,
+   * divide by the maximum, optionally tanh(gamma * M), combine, divide again; with a
+   * gate map, multiply by the gate (upsampled, clamped at 0, divided by its maximum)
+   * and divide again. */
+  function fuse(maps, fusion, gamma, size, gate) {
     if (!maps.length) throw new Error("fuse needs at least one map");
     if (FUSIONS.indexOf(fusion) < 0) throw new Error("unknown fusion " + fusion);
     var height, width;
@@ -124,6 +126,13 @@
       else if (fusion === "geometric") out[n] = Math.pow(out[n], 1 / maps.length);
     }
     normalise(out);
+    if (gate) {
+      var g = resize(gate, height, width).values;
+      for (var q = 0; q < g.length; q++) if (!(g[q] > 0)) g[q] = 0;
+      normalise(g);
+      for (var r = 0; r < out.length; r++) out[r] *= g[r];
+      normalise(out);
+    }
     return { height: height, width: width, values: out };
   }
 
@@ -319,6 +328,7 @@
       view: "fused",
       enabled: this.layers.map(function () { return true; }),
       fusion: explorer.data.fusion,
+      gated: Boolean(explorer.data.gate && explorer.data.classGate),
       opacity: explorer.data.opacity,
       threshold: explorer.data.threshold,
       scaling: "documented",
@@ -401,6 +411,26 @@
     });
     this.outputs = { opacity: opacity.output, threshold: threshold.output };
     [opacity, threshold, fusion, scaling].forEach(function (c) { controls.appendChild(c.wrap); });
+    var gate = this.explorer.data.gate;
+    if (gate) {
+      var gateLabel = el("label", "csx-control csx-gate-control");
+      this.gateToggle = el("input", "csx-gate");
+      this.gateToggle.type = "checkbox";
+      this.gateToggle.checked = this.state.gated;
+      this.gateToggle.setAttribute("aria-label", "Gate by Grad-CAM at the deepest layer");
+      this.gateToggle.addEventListener("change", function () {
+        self.state.gated = self.gateToggle.checked;
+        self.update(true);
+      });
+      var gateHead = el("span", "csx-control-label");
+      gateHead.appendChild(this.gateToggle);
+      gateHead.appendChild(document.createTextNode(" Gate by Grad-CAM at the deepest layer"));
+      gateLabel.appendChild(gateHead);
+      gateLabel.appendChild(el("span", "csx-help",
+        "the fused map × Grad-CAM at " + gate.layer + " (" + gate.height + "×" + gate.width +
+        "), as ShallowCAM(class_gate=True)"));
+      controls.appendChild(gateLabel);
+    }
     section.appendChild(controls);
 
     var panels = el("div", "csx-panels");
@@ -534,13 +564,25 @@
     return this.cache[pos];
   };
 
-  /** The fused map of a class (default: the shown one) with the ticked layers and the
-   * fusion chosen; null with no layer ticked. */
+  /** The decoded gate map of a class (cached), or null without one. */
+  ImageView.prototype.gateMap = function (pos) {
+    var gate = this.explorer.data.gate;
+    if (!gate) return null;
+    var key = "gate-" + pos;
+    if (!this.cache[key]) this.cache[key] = decodeMap(this.data.classes[pos].gate, gate.height, gate.width);
+    return this.cache[key];
+  };
+
+  /** The fused map of a class (default: the shown one) with the ticked layers, the
+   * fusion chosen and, when ticked, the gate; null with no layer ticked. */
   ImageView.prototype.fusedMap = function (pos) {
-    var maps = this.layerMaps(pos === undefined ? this.state.classPos : pos);
+    if (pos === undefined) pos = this.state.classPos;
+    var maps = this.layerMaps(pos);
     var enabled = this.state.enabled;
     var chosen = maps.filter(function (m, k) { return enabled[k]; });
-    return chosen.length ? fuse(chosen, this.state.fusion, this.explorer.data.gamma) : null;
+    if (!chosen.length) return null;
+    var gate = this.state.gated ? this.gateMap(pos) : null;
+    return fuse(chosen, this.state.fusion, this.explorer.data.gamma, null, gate);
   };
 
   ImageView.prototype.enabledCount = function () {
@@ -645,9 +687,11 @@
       var scale = state.scaling === "linear"
         ? "shown linearly"
         : displayScaling(state.fusion, count).label;
+      var gated = state.gated ? " · gated by Grad-CAM at " + this.explorer.data.gate.layer : "";
       text = count
         ? "Fused map · " + state.fusion + " of " + count + "/" + this.layers.length +
-          " layers · " + this.current.fused.height + "×" + this.current.fused.width + " · " + scale
+          " layers" + gated + " · " + this.current.fused.height + "×" + this.current.fused.width +
+          " · " + scale
         : "Fused map · no layer ticked";
     } else {
       var layer = this.layers[Number(state.view)];
@@ -657,7 +701,7 @@
     this.overlayCaption.textContent = text;
     this.overlayCanvas.setAttribute("aria-label", text);
     var fusedThumb = this.thumbs[0].caption;
-    fusedThumb.textContent = "Fused map · " + state.fusion + " of " + count;
+    fusedThumb.textContent = "Fused map · " + state.fusion + " of " + count + (state.gated ? " · gated" : "");
   };
 
   ImageView.prototype.read = function (event) {
@@ -730,7 +774,14 @@
         "score t, and each pixel takes the highest (ties go to the background). With one " +
         "class present, a pixel is background where its map is at most t. t applies to " +
         "the map's values, not to its colours; it starts at the explainer's task default.",
-    ].forEach(function (text) { help.appendChild(el("p", "", text)); });
+    ].concat(data.gate ? [
+      "With 'Gate by Grad-CAM at the deepest layer' ticked, the fused map is then " +
+        "multiplied pixel by pixel by Grad-CAM at " + data.gate.layer + ", upsampled " +
+        "(bilinear) to the fused map, clamped at 0 and divided by its maximum, and " +
+        "divided by its maximum again, as ShallowCAM(class_gate=True) and " +
+        "fuse_maps(..., gate=...) do: the layers give the detail, the deep map says " +
+        "which of it is the class. Untick it to see the ungated fusion.",
+    ] : []).forEach(function (text) { help.appendChild(el("p", "", text)); });
     head.appendChild(help);
     if (data.images.length > 1) {
       var nav = el("nav", "csx-nav");
@@ -800,6 +851,12 @@
   Explorer.prototype.mask = function (i) {
     var view = this.views[i];
     return { height: view.data.height, width: view.data.width, labels: Array.from(view.current.labels) };
+  };
+
+  /** The embedded gate map (÷ its maximum) for class position pos of image i, or null. */
+  Explorer.prototype.gateMap = function (i, pos) {
+    var map = this.views[i].gateMap(pos);
+    return map && { height: map.height, width: map.width, values: Array.from(map.values) };
   };
 
   /** Layer k's embedded map (÷ its maximum) for class position pos of image i. */
