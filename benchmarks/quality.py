@@ -30,7 +30,9 @@ above 10% of the map's maximum); deletion / insertion AUC on 24 Lite0 grid cases
 for the finalists (the chosen configurations, their ablations and the baselines).
 
 Candidates (fixed before the run, with :func:`choose`): LayerCAM at every fused
-layer, x fusion (max, max with tanh gamma 2, mean, product, geometric) x forward
+layer, x fusion (max, max with tanh gamma 2, mean, product, geometric; and, added for
+the real-photo rule's third run, max and mean gated by Grad-CAM at the deepest fused
+layer, :data:`GATED_FUSIONS`) x forward
 truncation at the layers (none, soft q.50, soft q.90) x truncation while the
 gradient propagates (none; positive, soft q.50, soft q.90, hard q.90, clip q.90 at
 the fused layers deeper than the shallowest; positive at every ReLU-family call
@@ -51,6 +53,10 @@ Usage::
     python benchmarks/quality.py                    # everything (the docs' run)
     python benchmarks/quality.py --quick            # smoke run: tiny sets, few configs
     python benchmarks/quality.py --sets wsss-shapes,grid-lite0 --dump scores.json
+    # a family added later, with the configurations it replaces, in one run:
+    SEG="mean | soft q.90 | positive@relu-below"; LOC="mean | soft q.50 | soft q.90@layers"
+    python benchmarks/quality.py --del-cases 0 --configs "max gated;mean gated;$SEG;$LOC" \
+        --dump gated.json
 """
 
 from __future__ import annotations
