@@ -72,17 +72,18 @@ def build_methods(
         f"ours LayerCAM {SOFT_90}, block {SHALLOW_BLOCK}": lambda: LayerCAM(
             model, shallow, truncation=SOFT_90
         ).attribute(inputs, target=target),
-        # Plain fused LayerCAM (no truncation, no propagation): the base of the ratios.
+        # Plain fused LayerCAM (no truncation, no propagation, no class gate): the base
+        # of the ratios.
         f"ours ShallowCAM, block {SHALLOW_BLOCK}": lambda: ShallowCAM(
-            model, [shallow], truncation=None, propagation=None
+            model, [shallow], truncation=None, propagation=None, class_gate=False
         ).attribute(inputs, target=target),
         "ours ShallowCAM, 4 blocks": lambda: ShallowCAM(
-            model, fused, truncation=None, propagation=None
+            model, fused, truncation=None, propagation=None, class_gate=False
         ).attribute(inputs, target=target),
     }
     for gates, name in PROPAGATION_ROWS.items():
         methods[name] = lambda gates=gates: ShallowCAM(
-            model, fused, truncation=None, propagation="positive", gates=gates
+            model, fused, truncation=None, propagation="positive", gates=gates, class_gate=False
         ).attribute(inputs, target=target)
     # One pass of each task's settings: the segmentation task's averaging over scales
     # and flips repeats that pass (its cost is reported by benchmarks/real_photos.py).

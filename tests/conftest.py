@@ -93,7 +93,10 @@ def explorer_net() -> ExplorerNet:
 
 @pytest.fixture(scope="session")
 def small_explorer(explorer_net: ExplorerNet) -> Explorer:
-    """The explorer of two scikit-image photos through ``explorer_net`` (top 5 of 7 classes)."""
+    """The explorer of two scikit-image photos through ``explorer_net`` (top 5 of 7 classes),
+    every setting given: the product of the layer maps, without truncation, propagation or
+    class gate (an untrained net's Grad-CAM at stage3 has no positive value for some
+    classes, whose gated maps would be zeros)."""
     from captum_shallow import ShallowCAM
     from captum_shallow.datasets import sample_photo
     from captum_shallow.visualization import explore
@@ -105,6 +108,7 @@ def small_explorer(explorer_net: ExplorerNet) -> Explorer:
         fusion="product",
         truncation=None,
         propagation=None,
+        class_gate=False,
     )
     photos = [sample_photo("chelsea"), sample_photo("coffee")]
     classes = ["cat", "dog", "cup", "spoon", "saucer", "table", "wall"]
@@ -116,7 +120,8 @@ def small_explorer(explorer_net: ExplorerNet) -> Explorer:
 @pytest.fixture(scope="session")
 def default_explorer(explorer_net: ExplorerNet) -> Explorer:
     """The explorer of the same photos through ShallowCAM's defaults (the localisation
-    task: mean fusion, soft truncation, propagation through the deeper layers' gates)."""
+    task: mean fusion, no truncation, the gradient's positive part through the ReLUs
+    below the deepest layer, and the class gate: Grad-CAM at stage3)."""
     from captum_shallow import ShallowCAM
     from captum_shallow.datasets import sample_photo
     from captum_shallow.visualization import explore

@@ -74,8 +74,9 @@ def test_demo_writes_the_comparison_figure_and_prints_the_top5(tmp_path: Path) -
     assert [line.split()[0] for line in lines[2:6]] == ["281", "282", "287", "728"]
     assert lines[6] == f"wrote {Path('figs') / 'demo.png'}"
     # 5 panels in 2 rows of 3 (3 in wide); each row 300/451 of 3 in + 0.45 in of panel
-    # titles; 0.4 in of title, 0.6 in of colour bar, 0.25 in of caption; 100 dpi.
-    assert _png_size(tmp_path / "figs" / "demo.png") == (900, 614)
+    # titles; 0.4 in of title, 0.6 in of colour bar, 0.25 in for each of the caption's
+    # two lines (its settings, gate included, are wider than 9 in); 100 dpi.
+    assert _png_size(tmp_path / "figs" / "demo.png") == (900, 639)
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["demo.png"]
 
 
@@ -96,9 +97,9 @@ def test_explain_writes_figures_and_maps_that_match_the_python_api(
         "coffee.maps.npz",
     ]
     # photo, four fused layers and the fused map: 2 rows of 3 panels; heights follow each
-    # photo; 0.25 in for the one-line caption of settings.
-    assert _png_size(out / "chelsea.cam.png") == (900, 614)
-    assert _png_size(out / "coffee.cam.png") == (900, 615)
+    # photo; 0.25 in for each of the two lines of the caption of settings.
+    assert _png_size(out / "chelsea.cam.png") == (900, 639)
+    assert _png_size(out / "coffee.cam.png") == (900, 640)
     assert "chelsea.png: Egyptian cat (285), p = 0.80 ->" in result.stdout
 
     model = load_model("efficientnet-lite0")
@@ -148,9 +149,9 @@ def test_the_explain_figure_says_what_every_map_was_computed_with(
     assert main([*argv, "--task", "segmentation", "--propagation", "none"]) == 0
     # The propagation changes every layer's map, not only the fused one: the caption says it.
     assert captions == [
-        "All maps: ShallowCAM, localisation task; truncation soft:quantile=0.5, "
-        "propagation soft:quantile=0.9 at gates=layers",
-        "All maps: ShallowCAM, segmentation task; truncation soft:quantile=0.9",
+        "All maps: ShallowCAM, localisation task; truncation none, "
+        "propagation positive at gates=relu-below, gated by Grad-CAM at layer2",
+        "All maps: ShallowCAM, segmentation task; truncation none, gated by Grad-CAM at layer2",
     ]
 
 
@@ -163,8 +164,8 @@ def test_the_demo_figure_says_what_the_shallowcam_panel_was_computed_with(
     captions = _captions_of(demo, monkeypatch)
     assert main(["demo", "--out", str(tmp_path)]) == 0
     assert captions == [
-        "ShallowCAM panel, localisation task; truncation soft:quantile=0.5, "
-        "propagation soft:quantile=0.9 at gates=layers"
+        "ShallowCAM panel, localisation task; truncation none, "
+        "propagation positive at gates=relu-below, gated by Grad-CAM at _blocks.15"
     ]
 
 

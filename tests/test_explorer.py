@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from captum_shallow import ShallowCAM, fuse_maps, task_defaults
+from captum_shallow import GradientTruncation, ShallowCAM, fuse_maps, task_defaults
 from captum_shallow.attribution._fusion import _FUSIONS
 from captum_shallow.cli import main
 from captum_shallow.datasets import sample_photo
@@ -39,6 +39,9 @@ from captum_shallow.visualization._explorer import (
 
 #: The issue's budget: at most 2 MB of page per image at the defaults.
 BYTES_PER_IMAGE = 2_000_000
+#: The former localisation default's truncations (gates="layers").
+_SOFT_MEDIAN = GradientTruncation("soft", quantile=0.5)
+_SOFT_90 = GradientTruncation("soft", quantile=0.9)
 
 
 def page_data(page: str) -> dict[str, Any]:
@@ -114,9 +117,9 @@ def test_the_page_embeds_each_images_top_classes_and_their_maps(
         ["task", "localisation"],
     ]
     # The threshold starts at the task's (localisation), as pseudo-masks --task uses it.
-    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.19)
+    assert (data["fusion"], data["gamma"], data["threshold"]) == ("product", None, 0.25)
     assert data["toggling"] == toggle_meaning(
-        ShallowCAM(explorer_net, [explorer_net.stage1], propagation=None)
+        ShallowCAM(explorer_net, [explorer_net.stage1], propagation=None, class_gate=False)
     )
     assert "the same as ShallowCAM without that layer" in data["toggling"]
     assert data["colormap"]["name"] == "inferno"
@@ -172,7 +175,7 @@ def test_a_requested_target_outside_the_top_classes_is_added_and_shown_first(
 
 def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> None:
     net = explorer_net
-    from captum_shallow import GradientTruncation, LayerGradCam
+    from captum_shallow import LayerGradCam
 
     soft = GradientTruncation("soft", quantile=0.9)
     cam = ShallowCAM(
@@ -183,6 +186,7 @@ def test_settings_show_what_the_explainer_has(explorer_net: torch.nn.Module) -> 
         fusion="product",
         gamma=2.0,
         propagation=None,
+        class_gate=False,
     )
     assert cam.settings() == {
         "layers": "stage1, stage3",
@@ -256,7 +260,7 @@ def test_explore_starts_the_threshold_at_the_tasks_and_says_what_toggling_means(
     net = explorer_net
     photo = sample_photo("coffee")
     layers = [net.stage1, net.stage2, net.stage3]
-    for task, threshold in (("localisation", 0.19), ("segmentation", 0.17)):
+    for task, threshold in (("localisation", 0.25), ("segmentation", 0.25)):
         cam = ShallowCAM(net, layers, task=task)
         explorer = explore(cam, photo, input_size=60, top=1)
         assert explorer.threshold == threshold == task_defaults(task).threshold
@@ -268,8 +272,9 @@ def test_explore_starts_the_threshold_at_the_tasks_and_says_what_toggling_means(
 @pytest.mark.parametrize(
     ("options", "same"),
     [
-        ({}, False),  # the localisation default: gates="layers"
-        ({"task": "segmentation"}, False),  # gates="relu-below"
+        ({}, False),  # the localisation default: gates="relu-below"
+        ({"task": "segmentation"}, False),  # the same: gates="relu-below"
+        ({"truncation": _SOFT_MEDIAN, "propagation": _SOFT_90, "gates": "layers"}, False),
         ({"propagation": "positive", "gates": "relu"}, True),
         ({"propagation": None}, True),
     ],
@@ -280,11 +285,13 @@ def test_toggling_a_layer_off_equals_shallowcam_without_it_only_where_the_page_s
     net = explorer_net
     layers = [net.stage1, net.stage2, net.stage3]
     inputs = preprocess(sample_photo("chelsea"), 60).unsqueeze(0)
-    cam = ShallowCAM(net, layers, **options)
+    # Without the class gate: this is about the propagation (for the gate, unticking adds
+    # a sentence: test_the_gate_can_start_off_and_explorer_for_follows_the_cam).
+    cam = ShallowCAM(net, layers, class_gate=False, **options)
     _, maps = cam.attribute(inputs, target=2, return_layer_maps=True)
     # Untick the deepest layer: the page fuses the first two maps as computed.
     refused = fuse_maps(maps[:2], fusion=cam.fusion, gamma=cam.gamma)
-    rerun = ShallowCAM(net, layers[:2], **options).attribute(inputs, target=2)
+    rerun = ShallowCAM(net, layers[:2], class_gate=False, **options).attribute(inputs, target=2)
     difference = float((refused - rerun).abs().max())
     meaning = toggle_meaning(cam)
     if same:
@@ -386,7 +393,7 @@ def test_an_explorer_built_by_hand_starts_at_the_localisation_tasks_defaults(
     small_explorer: Explorer,
 ) -> None:
     explorer = Explorer(small_explorer.images, ["a", "b", "c"], {})
-    assert (explorer.fusion, explorer.threshold) == ("mean", 0.19)
+    assert (explorer.fusion, explorer.threshold) == ("mean", 0.25)
     defaults = task_defaults("localisation")
     assert (explorer.fusion, explorer.threshold) == (defaults.fusion, defaults.threshold)
 
@@ -459,8 +466,9 @@ def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
 @pytest.mark.parametrize(
     "options",
     [
-        {},  # localisation: gates="layers"
-        {"task": "segmentation"},  # gates="relu-below"
+        {},  # localisation: gates="relu-below"
+        {"task": "segmentation"},  # the same
+        {"truncation": _SOFT_MEDIAN, "propagation": _SOFT_90, "gates": "layers"},
         {"propagation": None, "fusion": "product", "gamma": 2.0},
     ],
 )
@@ -567,7 +575,7 @@ def test_the_gate_can_start_off_and_explorer_for_follows_the_cam(
     assert explorer_for(gating_cam, images).class_gate is True
     assert explorer_for(gating_cam, images, class_gate=False).class_gate is False
     net = explorer_net
-    plain = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
+    plain = ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=False)
     assert toggle_meaning(plain) + (
         " The gate stays Grad-CAM at stage3 when stage3 is unticked; ShallowCAM without it "
         "would gate by the deepest layer left."

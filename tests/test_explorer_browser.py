@@ -249,7 +249,7 @@ def test_the_threshold_slider_shows_irns_pseudo_mask(
     loaded: Page, small_explorer: Explorer
 ) -> None:
     fused = upsampled(python_fused(small_explorer, 0, 0, [0, 1, 2], "product"), (300, 451))
-    assert loaded.state()["threshold"] == pytest.approx(0.19)  # the localisation task's
+    assert loaded.state()["threshold"] == pytest.approx(0.25)  # the localisation task's
     shares = []
     for keys, threshold in (
         ((Keys.HOME,), 0.0),
@@ -485,12 +485,15 @@ def default_loaded(
 def test_with_the_task_defaults_the_page_fuses_as_shallowcam_does(
     default_loaded: Page, default_explorer: Explorer, explorer_net: torch.nn.Module
 ) -> None:
-    # Propagation through the deeper layers' gates shapes every layer map; with every
-    # layer ticked the page's fusion of the embedded maps is ShallowCAM's own output.
+    # Propagation through the ReLUs below the deepest layer shapes every layer map; with
+    # every layer ticked the page's fusion of the embedded maps, gated by the embedded
+    # Grad-CAM at the deepest layer, is ShallowCAM's own output.
     net = explorer_net
     cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3])
     assert cam.propagation is not None
-    assert (cam.gates, cam.fusion) == ("layers", "mean")
+    assert (cam.gates, cam.fusion) == ("relu-below", "mean")
+    assert cam.class_gate is True
+    assert default_loaded.state()["gated"] is True
     inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
     worst = 0.0
     for image in range(2):
@@ -507,21 +510,25 @@ def test_with_the_task_defaults_the_page_fuses_as_shallowcam_does(
     note = default_loaded.find(0, ".csx-toggling").text
     assert note == default_explorer.toggling
     assert "ShallowCAM without that layer differs" in note
-    assert "gates='layers'" in note
+    assert "gates='relu-below'" in note
     assert default_loaded.errors() == []
 
 
 def python_irn_labels(
-    explorer: Explorer, image: int, present: list[int], threshold: float, size: tuple[int, int]
+    explorer: Explorer,
+    image: int,
+    present: list[int],
+    threshold: float,
+    size: tuple[int, int],
+    gated: bool = False,
 ) -> np.ndarray:
     """IRN's rule in Python on the maps the page embeds: each present class's fused map
-    upsampled to the photo, normalised (irn_normalise), argmax against t (pseudo_masks).
-    Labels as the page gives them: 0 background, 1 + the class's position."""
+    (``gated``: times its embedded gate) upsampled to the photo, normalised
+    (irn_normalise), argmax against t (pseudo_masks). Labels as the page gives them:
+    0 background, 1 + the class's position."""
     fusion = explorer.fusion
-    maps = [
-        map_to_numpy(torch.from_numpy(python_fused(explorer, image, pos, [0, 1, 2], fusion)), size)
-        for pos in present
-    ]
+    fused = [python_fused(explorer, image, pos, [0, 1, 2], fusion, gated) for pos in present]
+    maps = [map_to_numpy(torch.from_numpy(values), size) for values in fused]
     cams = irn_normalise(torch.from_numpy(np.stack([m[..., 0] for m in maps])).double())
     labels = pseudo_masks(cams[None], torch.ones(1, len(present)), threshold)[0].numpy()
     positions = np.array([0, *(pos + 1 for pos in present)])
@@ -533,6 +540,9 @@ def test_the_pseudo_mask_is_irns_argmax_over_the_classes_ticked_present(
 ) -> None:
     page = default_loaded
     size = (300, 451)
+    # The task defaults gate each class's map by its Grad-CAM at stage3; the classes
+    # ticked below have positive evidence there (class 6, at position 2, has none).
+    assert page.state()["gated"] is default_explorer.class_gate is True
     boxes = page.driver.find_elements(By.CSS_SELECTOR, "#csx-report-image-0 .csx-present")
     assert [b.is_selected() for b in boxes] == [True] + [False] * 4
     assert page.state()["present"] == [True] + [False] * 4
@@ -549,7 +559,7 @@ def test_the_pseudo_mask_is_irns_argmax_over_the_classes_ticked_present(
         assert page.state()["threshold"] == pytest.approx(threshold)
         mask = page.js("return app.mask(0)")
         labels = np.array(mask["labels"]).reshape(mask["height"], mask["width"])
-        expected = python_irn_labels(default_explorer, 0, [0, 1, 3], threshold, size)
+        expected = python_irn_labels(default_explorer, 0, [0, 1, 3], threshold, size, True)
         # Only pixels within float error of a tie may differ (IRN's +1e-5, float32).
         assert (labels != expected).mean() < 1e-3, threshold
         assert set(np.unique(labels)) == {0, 1, 2, 4}
@@ -649,7 +659,7 @@ def gating_cam(explorer_net: torch.nn.Module) -> ShallowCAM:
 
 @pytest.fixture(scope="module")
 def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
-    """The task defaults (mean fusion, propagation with gates="layers") and the class gate."""
+    """The task defaults (mean fusion, propagation with gates="relu-below", the class gate)."""
     photos = [sample_photo("chelsea"), sample_photo("coffee")]
     classes = ["cat", "dog", "cup", "spoon", "saucer", "table", "wall"]
     return explore(
@@ -769,13 +779,14 @@ def test_a_page_can_start_ungated_and_one_without_gate_maps_has_no_gate_box(
     driver: Any,
     gated_explorer: Explorer,
     gating_cam: ShallowCAM,
-    default_loaded: Page,
+    loaded: Page,
     tmp_path: Path,
 ) -> None:
-    assert default_loaded.driver.find_elements(By.CSS_SELECTOR, "input.csx-gate") == []
-    assert default_loaded.state()["gated"] is False
-    assert default_loaded.js("return app.gateMap(0, 0)") is None
-    assert "gated" not in default_loaded.find(0, ".csx-overlay ~ figcaption").text
+    # small_explorer's ShallowCAM has class_gate=False: its page has no gate maps.
+    assert loaded.driver.find_elements(By.CSS_SELECTOR, "input.csx-gate") == []
+    assert loaded.state()["gated"] is False
+    assert loaded.js("return app.gateMap(0, 0)") is None
+    assert "gated" not in loaded.find(0, ".csx-overlay ~ figcaption").text
     off = explorer_for(gating_cam, gated_explorer.images, "net", 60, class_gate=False)
     page = _load(driver, off, tmp_path)
     box = page.find(0, "input.csx-gate")

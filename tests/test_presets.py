@@ -385,12 +385,16 @@ def test_structure_passes_additional_forward_args_to_the_probe() -> None:
     assert preset.strides == (1, 2, 4)
     inputs = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     mask = (torch.arange(32) < 16).float().expand(2, 1, 32, 32)  # the right half masked out
-    cam = ShallowCAM.from_model(model, 32, additional_forward_args=(mask,), fusion="max")
+    # No class gate: on this untrained model Grad-CAM may have no positive value, and the
+    # test is about the probe.
+    cam = ShallowCAM.from_model(
+        model, 32, additional_forward_args=(mask,), fusion="max", class_gate=False
+    )
     assert [n for n, m in model.named_modules() if any(m is c for c in cam.layers)] == [
         "features.2"
     ]
     fused = cam.attribute(inputs, target=[0, 1], additional_forward_args=(mask,))
-    explicit = ShallowCAM(model, [model.features[2]], fusion="max")
+    explicit = ShallowCAM(model, [model.features[2]], fusion="max", class_gate=False)
     expected = explicit.attribute(inputs, target=[0, 1], additional_forward_args=(mask,))
     torch.testing.assert_close(fused, expected, rtol=0, atol=0)
     unmasked = explicit.attribute(inputs, target=[0, 1], additional_forward_args=torch.ones(1))

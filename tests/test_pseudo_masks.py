@@ -261,7 +261,9 @@ def test_folder_dataset_with_labels_and_classes_files(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["pseudo-masks", "--dataset", "folder", "--root", str(root), "--arch", "resnet18"]
     args += ["--weights", str(tmp_path / "r3.pt"), "--input-size", "32", "--out", str(out)]
-    assert main([*args, "--workers", "0", "--threshold", "0"]) == 0
+    # Untrained: Grad-CAM at the deepest layer may have no positive value for a class,
+    # which the class gate turns into an empty map; the test is about the folder.
+    assert main([*args, "--workers", "0", "--threshold", "0", "--no-class-gate"]) == 0
     a, b = np.array(Image.open(out / "a.png")), np.array(Image.open(out / "street/b.png"))
     assert a.shape == (20, 24)
     assert b.shape == (26, 18)

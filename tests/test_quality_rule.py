@@ -3,7 +3,6 @@ the shipped defaults against the committed scores it was applied to."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -129,12 +128,11 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     assert choice["segmentation"]["relaxed"] == ""
     assert choice["localisation"]["relaxed"].endswith("relaxed: mIoU")
     # Real photos now decide (benchmarks/real_photos.py, tests/test_real_photos_rule.py):
-    # this rule's choice is the configuration each shipped default replaced or kept,
-    # and the thresholds (and segmentation's scales and flips) come from the photos.
-    chosen = quality.task_defaults_of(choice)
-    for task, shipped in TASK_DEFAULTS.items():
-        from_photos = {"threshold": shipped.threshold, "scales": shipped.scales}
-        assert dataclasses.replace(chosen[task], **from_photos, flips=shipped.flips) == shipped
+    # this rule's choice is the configuration each real-photo default replaced.
+    import real_photos
+
+    for task in TASK_DEFAULTS:
+        assert choice[task]["config"] == real_photos.REPLACED[task]
 
 
 def test_loading_several_dumps_merges_their_methods(tmp_path: Path) -> None:

@@ -44,7 +44,11 @@ def batch() -> tuple[np.ndarray, np.ndarray]:
 def test_shallowcam_by_name_equals_the_object_at_the_input_size(
     net: StageNet, batch: tuple[np.ndarray, np.ndarray]
 ) -> None:
-    x, y = batch
+    x, _ = batch
+    # The task's class gate (Grad-CAM at stage3) zeroes a map whose class has no positive
+    # evidence there, as class 4 has on the second sample of this untrained net: these
+    # targets have some, so every map must peak at 1 (and the gate is compared too).
+    y = np.array([1, 5, 0])
     got = explain(net, x, y, method="shallowcam", task="segmentation")
     cam = ShallowCAM.from_model(net, task="segmentation")
     expected = cam.attribute(torch.from_numpy(x), target=y.tolist(), output_size=(32, 40))

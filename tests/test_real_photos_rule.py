@@ -179,16 +179,23 @@ def test_the_shipped_defaults_are_the_rules_choice_on_the_committed_scores() -> 
     assert "efficientnet-lite2" in real.values
     real.values.pop("efficientnet-lite2")
     assert real_photos.choose_real(real, synthetic, configs) == choice
-    assert choice["segmentation"]["config"] == SEG.key
-    # Multi-scale lifts the photos by at least 1 point on each model, but its own
-    # synthetic and grid scores lose more than 1 point: it stays an option.
+    gated = quality.Config("mean gated", "none", "positive@relu-below")
+    assert choice["segmentation"]["config"] == gated.key
+    # Multi-scale lifts Lite1 by under 1 point, and its own synthetic scores lose more
+    # than 1 point: it stays an option.
     assert choice["segmentation"]["multiscale"] is None
     note = choice["segmentation"]["multiscale_note"]
-    assert note.startswith("x1,0.5,1.5,2+flip 1: lifts the IoU at the best t by +3.2, +1.2")
-    assert "wsss-shapes miou_best, grid-lite0 pointing" in note
-    assert len(configs) == 135  # every configuration of quality.py, scored on both models
+    assert note.startswith("x1,0.5,1.5,2+flip 1: lifts the IoU at the best t by +3.0, +0.8")
+    assert note.endswith("constraints lost: wsss-shapes miou_best, wsss-composite miou_best)")
+    assert len(configs) == 189  # every configuration of quality.py, scored on both models
     assert all(real.has(m, c.key) for m in real_photos.CHOOSING for c in configs)
-    assert choice["localisation"]["config"] == LOC.key
+    assert choice["localisation"]["config"] == gated.key
+    # The gated configurations' synthetic scores come from their own run, which scored
+    # the two replaced configurations again on its classifiers.
+    run = synthetic.run_of("wsss-shapes", gated.key)
+    assert run is not None
+    assert SEG.key in run
+    assert LOC.key in run
     assert real_photos.task_defaults_of(choice) == dict(TASK_DEFAULTS)
     # Each shipped threshold is within 1 point of its map's best IoU on both models.
     for entry in choice.values():

@@ -171,6 +171,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             fusion = defaults.fusion
         if isinstance(propagation, _TaskDefault):
             propagation = defaults.propagation
+        gates_from_task = isinstance(gates, _TaskDefault)
         if isinstance(gates, _TaskDefault):
             # The task's gates only matter once propagation is on.
             gates = defaults.gates if propagation is not None else None
@@ -188,6 +189,11 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         if isinstance(layers, Module):
             layers = [layers]
         layers = check_layers(forward_func, list(layers))
+        if gates_from_task and len(layers) == 1 and gates in ("layers", "relu-below"):
+            # No layer above the only one, and no call below it that could change its
+            # gradient: the task's propagation changes nothing, so it is off (its
+            # "changed no gradient" warning would be about a setting nobody asked for).
+            propagation = gates = None
         if not isinstance(method, type) or not issubclass(method, CAMBase):
             raise TypeError(
                 "method must be a CAM class, a subclass of captum_shallow.CAMBase (e.g. "
@@ -458,7 +464,9 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             >>> from captum_shallow import ShallowCAM
             >>> cam = ShallowCAM.from_model(resnet18().eval())
             >>> cam.fusion, str(cam.truncations[0]), str(cam.propagation), cam.gates
-            ('mean', 'soft:quantile=0.5', 'soft:quantile=0.9', 'layers')
+            ('mean', 'None', 'positive', 'relu-below')
+            >>> cam.class_gate
+            True
         """
         preset = layer_preset(model, input_size, additional_forward_args)
         kwargs.setdefault("reshape", preset.reshape)
@@ -490,8 +498,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             >>> cam.settings()  # doctest: +NORMALIZE_WHITESPACE
             {'layers': 'layer1, layer4', 'method': 'LayerCAM',
              'truncation': 'layer1: soft:quantile=0.9; layer4: none', 'fusion': 'max',
-             'gamma': '2', 'class_gate': 'none', 'propagation': 'none', 'gates': 'none',
-             'task': 'localisation'}
+             'gamma': '2', 'class_gate': 'Grad-CAM at layer4', 'propagation': 'none',
+             'gates': 'none', 'task': 'localisation'}
         """
         model = self.forward_func
         names = [layer_name(model, layer) for layer in self.layers]

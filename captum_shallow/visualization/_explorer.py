@@ -260,8 +260,13 @@ def toggle_meaning(cam: ShallowCAM) -> str:
         >>> from captum_shallow import ShallowCAM
         >>> from captum_shallow.visualization._explorer import toggle_meaning
         >>> model = resnet18().eval()
-        >>> print(toggle_meaning(ShallowCAM(model, [model.layer1, model.layer4], propagation=None)))
+        >>> layers = [model.layer1, model.layer4]
+        >>> print(toggle_meaning(ShallowCAM(model, layers, propagation=None, class_gate=False)))
         Unticking a layer fuses the other layers' maps: the same as ShallowCAM without that layer.
+        >>> print(toggle_meaning(ShallowCAM(model, layers, propagation=None)))  # gated by default
+        Unticking a layer fuses the other layers' maps: the same as ShallowCAM without that layer.
+        The gate stays Grad-CAM at layer4 when layer4 is unticked; ShallowCAM without it would
+        gate by the deepest layer left.
     """
     gates = cam.gates
     if cam.propagation is None or gates not in ("layers", "relu-below"):
@@ -537,7 +542,7 @@ def explore(
         >>> photo = torch.randint(0, 256, (3, 48, 64), dtype=torch.uint8)
         >>> explorer = explore(cam, photo, input_size=64)
         >>> explorer
-        Explorer(1 images, layers=['layer1', 'layer2'], fusion='mean')
+        Explorer(1 images, layers=['layer1', 'layer2'], fusion='mean', class_gate=True)
         >>> len(explorer.images[0].classes)  # the top 5 of 3 classes
         3
         >>> explorer.save("explorer.html")  # doctest: +SKIP
