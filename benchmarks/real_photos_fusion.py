@@ -10,7 +10,13 @@ without its truncation at the layers (soft, quantile 0.90):
 - the fused layers: all four of the preset, or without the shallowest, or without the
   second;
 - smoothing of the fused map: none, or a Gaussian of sigma 1 pixel of the shallowest
-  layer's grid (torchvision's ``gaussian_blur``).
+  layer's grid (torchvision's ``gaussian_blur``);
+- a class gate (for the maximum normalisation, all layers, no smoothing): the fused
+  map times the deepest layer's own LayerCAM map or last-block Grad-CAM (from the same
+  backward pass; the gates below the deepest layer leave its gradient untouched), each
+  normalised, raised to 1, 0.5 or 0.25 (Grad-CAM) or 1, 0.5 (LayerCAM). This is where
+  ShallowCAM's ``class_gate`` came from: ``quality.py``'s family then took Grad-CAM to
+  the power 1 (``GATED_FUSIONS``) and the rule chose among it (docs/evidence.rst).
 
 Each variant is scored on the real photos as ``real_photos.py`` scores (IoU at the best
 shared threshold over all photos, and per source data set) and by grid pointing on the
@@ -38,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
-from captum_shallow import LayerCAM
+from captum_shallow import LayerCAM, LayerGradCam
 from captum_shallow.datasets._real_photos import RealPhotoSet, listed_target
 from captum_shallow.evaluation import grid_pointing_game
 from captum_shallow.evaluation._real_photos import score_photo
@@ -55,12 +61,23 @@ FORWARD = {"none": None, "soft q.90": quality._q("soft", 0.9)}
 NORMALISATIONS = ("max", "q.95")
 SUBSETS = {"all": (0, 1, 2, 3), "no 1st": (1, 2, 3), "no 2nd": (0, 2, 3)}
 SIGMAS = (0.0, 1.0)
+#: Class gates: (map, exponent); "none" for no gate.
+GATES = {
+    "none": ("none", 1.0),
+    "LayerCAM": ("layercam", 1.0),
+    "LayerCAM^0.5": ("layercam", 0.5),
+    "Grad-CAM": ("gradcam", 1.0),
+    "Grad-CAM^0.5": ("gradcam", 0.5),
+    "Grad-CAM^0.25": ("gradcam", 0.25),
+}
 
-Variant = tuple[str, str, str, float]
+Variant = tuple[str, str, str, float, str]
 
 
 def variants() -> list[Variant]:
-    return list(itertools.product(FORWARD, NORMALISATIONS, SUBSETS, SIGMAS))
+    plain = [(*v, "none") for v in itertools.product(FORWARD, NORMALISATIONS, SUBSETS, SIGMAS)]
+    gated = [(f, "max", "all", 0.0, g) for f in FORWARD for g in GATES if g != "none"]
+    return plain + gated
 
 
 def normalise(maps: Tensor, how: str) -> Tensor:
@@ -73,9 +90,10 @@ def normalise(maps: Tensor, how: str) -> Tensor:
     return scaled.clamp(max=1.0) if how != "max" else scaled
 
 
-def fuse(layer_maps: Sequence[Tensor], variant: Variant) -> Tensor:
-    """The variant's fused map of per-layer maps ``(N, 1, h_l, w_l)``, shallowest first."""
-    _forward, how, subset, sigma = variant
+def fuse(layer_maps: Sequence[Tensor], variant: Variant, gradcam: Tensor) -> Tensor:
+    """The variant's fused map of per-layer maps ``(N, 1, h_l, w_l)``, shallowest first;
+    ``gradcam``: Grad-CAM at the deepest layer, for the gate."""
+    _forward, how, subset, sigma, gate = variant
     size = layer_maps[0].shape[-2:]
     chosen = [
         normalise(
@@ -84,6 +102,11 @@ def fuse(layer_maps: Sequence[Tensor], variant: Variant) -> Tensor:
         for i in SUBSETS[subset]
     ]
     fused = torch.stack(chosen).mean(dim=0)
+    kind, exponent = GATES[gate]
+    if kind != "none":
+        deep = layer_maps[-1] if kind == "layercam" else gradcam
+        deep = F.interpolate(deep, size=size, mode="bilinear", align_corners=False)
+        fused = fused * normalise(deep, "max") ** exponent
     if sigma > 0:
         radius = int(3 * sigma + 0.5)
         fused = gaussian_blur(fused, [2 * radius + 1] * 2, [sigma, sigma])
@@ -92,16 +115,19 @@ def fuse(layer_maps: Sequence[Tensor], variant: Variant) -> Tensor:
 
 def layer_maps(
     model: torch.nn.Module, layers: list[torch.nn.Module], x: Tensor, t: Tensor
-) -> dict[str, list[Tensor]]:
-    """LayerCAM at each fused layer under each forward truncation, in one backward."""
+) -> tuple[dict[str, list[Tensor]], Tensor]:
+    """LayerCAM at each fused layer under each forward truncation, and Grad-CAM at the
+    deepest layer, in one backward."""
     tensors = quality.layer_tensors(model, layers, x, t, "positive", "relu-below")
-    return {
+    maps = {
         label: [
             LayerCAM.layer_attribution(g, a, trunc, relu_attributions=True).float()
             for g, a in tensors
         ]
         for label, trunc in FORWARD.items()
     }
+    gradcam = LayerGradCam.layer_attribution(*tensors[-1], None, relu_attributions=True)
+    return maps, gradcam.float()
 
 
 def photo_scores(
@@ -123,8 +149,8 @@ def photo_scores(
         with torch.no_grad():
             logits = model(x)
         t = listed_target(logits, [p.imagenet_indices for p in items])
-        maps = layer_maps(model, layers, x, t)
-        fused = {v: fuse(maps[v[0]], v) for v in all_variants}
+        maps, gradcam = layer_maps(model, layers, x, t)
+        fused = {v: fuse(maps[v[0]], v, gradcam) for v in all_variants}
         for j, photo in enumerate(items):
             stacked = torch.cat([fused[v][j : j + 1] for v in all_variants])
             iou = score_photo(stacked, photo.mask, photo.ignore).iou
@@ -152,11 +178,14 @@ def grid_scores(name: str) -> dict[Variant, float]:
         for s in range(0, len(images), 32)
     ]
     maps = {
-        label: [torch.cat([p[label][k] for p in parts]) for k in range(len(layers))]
+        label: [torch.cat([p[label][k] for p, _ in parts]) for k in range(len(layers))]
         for label in FORWARD
     }
+    gradcam = torch.cat([g for _, g in parts])
     return {
-        v: float(grid_pointing_game(fuse(maps[v[0]], v), data["cells"], 2, data["size"]).mean())
+        v: float(
+            grid_pointing_game(fuse(maps[v[0]], v, gradcam), data["cells"], 2, data["size"]).mean()
+        )
         for v in variants()
     }
 
@@ -181,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "normalise",
             "layers",
             "sigma",
+            "gate",
             "IoU best",
             "t",
             *sources,
@@ -191,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("| " + " | ".join("---" for _ in header) + " |")
         for v in sorted(photos, key=lambda v: -photos[v]["iou"]):
             p = photos[v]
-            cells = [v[0], v[1], v[2], f"{v[3]:g}", f"{p['iou']:.3f}", f"{p['t']:.2f}"]
+            cells = [v[0], v[1], v[2], f"{v[3]:g}", v[4], f"{p['iou']:.3f}", f"{p['t']:.2f}"]
             cells += [f"{p[s]:.3f}" for s in sources] + [f"{grid[v]:.3f}"]
             print("| " + " | ".join(cells) + " |")
         print(f"\n({name}: {time.perf_counter() - started:.0f} s)", flush=True)
