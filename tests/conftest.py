@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from captum_shallow import ShallowCAM
     from captum_shallow.visualization import Explorer
 #: The optional extras of pyproject.toml that unlock tests, and the modules each brings.
 #: Everything else the tests import comes with the ``test`` extra and is not optional.
@@ -133,3 +134,13 @@ def default_explorer(explorer_net: ExplorerNet) -> Explorer:
     return explore(
         cam, photos, names=["chelsea", "coffee"], classes=classes, input_size=60, model_name="net"
     )
+
+
+@pytest.fixture(scope="session")
+def gating_cam(explorer_net: ExplorerNet) -> ShallowCAM:
+    """ShallowCAM of ``explorer_net``'s three stages with the class gate on (and the
+    localisation task's other defaults)."""
+    from captum_shallow import ShallowCAM
+
+    net = explorer_net
+    return ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True)

@@ -452,12 +452,6 @@ def test_explain_html_on_the_real_model_fits_the_size_budget(tmp_path: Path) -> 
 
 
 @pytest.fixture(scope="module")
-def gating_cam(explorer_net: torch.nn.Module) -> ShallowCAM:
-    net = explorer_net
-    return ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True)
-
-
-@pytest.fixture(scope="module")
 def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
     photos = [sample_photo("chelsea"), sample_photo("coffee")]
     return explore(gating_cam, photos, names=["chelsea", "coffee"], input_size=60, top=3)

@@ -652,12 +652,6 @@ def test_wide_tall_and_grey_photos_get_readable_panels(
 
 
 @pytest.fixture(scope="module")
-def gating_cam(explorer_net: torch.nn.Module) -> ShallowCAM:
-    net = explorer_net
-    return ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True)
-
-
-@pytest.fixture(scope="module")
 def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
     """The task defaults (mean fusion, propagation with gates="relu-below", the class gate)."""
     photos = [sample_photo("chelsea"), sample_photo("coffee")]

@@ -298,15 +298,8 @@ def test_class_gate_is_captum_gradcam_at_the_last_layer(net: ThreeStageNet, imag
     from captum.attr import LayerGradCam as CaptumLayerGradCam
 
     layers = _layers(net)
-    cam = ShallowCAM(
-        net,
-        layers,
-        fusion="mean",
-        truncation=None,
-        propagation="positive",
-        gates="relu-below",
-        class_gate=True,
-    )
+    settings = dict(fusion="mean", truncation=None, propagation="positive", gates="relu-below")
+    cam = ShallowCAM(net, layers, class_gate=True, **settings)  # type: ignore[arg-type]
     # Class 2, the net's top class for every image: each has positive evidence.
     fused, layer_maps = cam.attribute(images, target=2, return_layer_maps=True)
     gate = CaptumLayerGradCam(net, layers[-1]).attribute(images, target=2, relu_attributions=True)
@@ -314,15 +307,9 @@ def test_class_gate_is_captum_gradcam_at_the_last_layer(net: ThreeStageNet, imag
     torch.testing.assert_close(
         fused, fuse_maps(layer_maps, fusion="mean", gate=gate), rtol=1e-6, atol=1e-7
     )
-    ungated = ShallowCAM(
-        net,
-        layers,
-        fusion="mean",
-        truncation=None,
-        propagation="positive",
-        gates="relu-below",
-        class_gate=False,
-    ).attribute(images, target=2)
+    ungated = ShallowCAM(net, layers, class_gate=False, **settings).attribute(  # type: ignore[arg-type]
+        images, target=2
+    )
     assert float((fused - ungated).abs().max()) > 0.1
     assert cam.class_gate
     assert not ShallowCAM(net, layers, class_gate=False).class_gate

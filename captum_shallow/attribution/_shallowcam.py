@@ -344,7 +344,31 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         grad_kwargs: dict[str, Any] | None,
     ) -> tuple[Tensor, list[Tensor]]:
         """The fused map and the layer maps of one forward and backward pass."""
-        pairs = gradients_and_activations(
+        pairs = self._pairs(
+            formatted, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
+        )
+        layer_maps = [
+            self._layer_map(layer, truncation, gradients, activations)
+            for layer, truncation, (gradients, activations) in zip(
+                self.layers, self.truncations, pairs
+            )
+        ]
+        self._check_finite(layer_maps)
+        gate = _gate_of(pairs) if self.class_gate else None
+        fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma, gate)
+        return fused, layer_maps
+
+    def _pairs(
+        self,
+        formatted: tuple[Tensor, ...],
+        target: TargetType,
+        additional_forward_args: Any,
+        attribute_to_layer_input: bool,
+        grad_kwargs: dict[str, Any] | None,
+    ) -> list[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]:
+        """``(gradients, activations)`` of every layer from one forward and backward pass,
+        with this ShallowCAM's propagation, gates and reshaping."""
+        return gradients_and_activations(
             self.forward_func,
             self.layers,
             formatted,
@@ -357,25 +381,45 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             gates=self.gates,
             reshape=self.reshape,
         )
-        layer_maps = [
-            self._layer_map(layer, truncation, gradients, activations)
-            for layer, truncation, (gradients, activations) in zip(
-                self.layers, self.truncations, pairs
-            )
-        ]
-        self._check_finite(layer_maps)
-        gate = self.gate_map(pairs) if self.class_gate else None
-        fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma, gate)
-        return fused, layer_maps
 
-    @staticmethod
-    def gate_map(pairs: Sequence[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]) -> Tensor:
-        """The class gate of one pass: Grad-CAM (ReLU applied) at the last layer, from
-        the ``(gradients, activations)`` of each layer that the pass hooked."""
-        gradients, activations = pairs[-1]
-        return LayerGradCam.layer_attribution(
-            gradients[0], activations[0], None, relu_attributions=True
-        )
+    def class_gate_map(
+        self,
+        inputs: Tensor | tuple[Tensor, ...],
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> Tensor:
+        r"""The class gate of one pass at the input's size: Grad-CAM (ReLU applied) at
+        the last of ``layers``, from a backward pass with this ShallowCAM's propagation,
+        the map that :meth:`attribute` multiplies its fused map by when ``class_gate``
+        is on (whether or not it is on here).
+
+        Args:
+            inputs (Tensor or tuple[Tensor, ...]): As for :meth:`attribute`.
+            target (int, tuple, Tensor, or list, optional): As for :meth:`attribute`.
+                Default: None
+            additional_forward_args (Any, optional): As for :meth:`attribute`.
+                Default: None
+
+        Returns:
+            *Tensor*: ``(N, 1, h, w)`` at the last layer's resolution, not normalised.
+
+        Examples::
+
+            >>> import torch
+            >>> from torchvision.models import resnet18
+            >>> from captum_shallow import ShallowCAM, fuse_maps
+            >>> model = resnet18(num_classes=3).eval()
+            >>> cam = ShallowCAM(model, [model.layer1, model.layer2])
+            >>> x = torch.randn(1, 3, 64, 64)
+            >>> gate = cam.class_gate_map(x, target=1)
+            >>> gate.shape
+            torch.Size([1, 1, 8, 8])
+            >>> fused, maps = cam.attribute(x, target=1, return_layer_maps=True)
+            >>> torch.allclose(fused, fuse_maps(maps, fusion=cam.fusion, gate=gate))
+            True
+        """
+        pairs = self._pairs(format_inputs(inputs), target, additional_forward_args, False, None)
+        return _gate_of(pairs)
 
     def _layer_map(
         self,
@@ -529,3 +573,12 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
 def _text(value: object) -> str:
     """A setting as text: None is ``"none"``."""
     return "none" if value is None else str(value)
+
+
+def _gate_of(pairs: Sequence[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]) -> Tensor:
+    """The class gate of one pass: Grad-CAM (ReLU applied) at the last layer, from the
+    ``(gradients, activations)`` of each layer the pass hooked."""
+    gradients, activations = pairs[-1]
+    return LayerGradCam.layer_attribution(
+        gradients[0], activations[0], None, relu_attributions=True
+    )

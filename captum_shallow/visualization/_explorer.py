@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .._modules import layer_name
 from ..attribution import ShallowCAM, task_defaults
-from ..attribution._hooks import format_inputs, gradients_and_activations
+from ..attribution._hooks import format_inputs
 from ..attribution._multiscale import _resize
 from ..datasets import output_class_names
 from ..io import preprocess, read_image
@@ -220,20 +220,7 @@ def class_gate_maps(cam: ShallowCAM, inputs: Tensor, target: Any) -> Tensor:
     batch = format_inputs(inputs)
     if cam.scales != (1.0,) or cam.flips:
         batch = _resize(batch, cam.scales[0], False)
-    pairs = gradients_and_activations(
-        cam.forward_func,
-        cam.layers,
-        batch,
-        target,
-        None,
-        device_ids=cam.device_ids,
-        attribute_to_layer_input=False,
-        grad_kwargs=None,
-        propagation=cam.propagation,
-        gates=cam.gates,
-        reshape=cam.reshape,
-    )
-    return cam.gate_map(pairs)
+    return cam.class_gate_map(batch, target)
 
 
 def toggle_meaning(cam: ShallowCAM) -> str:
