@@ -32,7 +32,6 @@ from captum_shallow.visualization._explorer import (
     PHOTO_PIXELS,
     PHOTO_SIDE,
     ExplainedImage,
-    class_gate_maps,
     explorer_for,
     toggle_meaning,
 )
@@ -466,14 +465,16 @@ def gated_explorer(gating_cam: ShallowCAM) -> Explorer:
         {"propagation": None, "fusion": "product", "gamma": 2.0},
     ],
 )
-def test_class_gate_maps_is_the_gate_shallowcam_fuses_with(
+def test_pass_maps_give_the_gate_shallowcam_fuses_with(
     explorer_net: torch.nn.Module, options: dict[str, Any]
 ) -> None:
     net = explorer_net
     cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True, **options)
     inputs = torch.stack([preprocess(sample_photo(n), 60) for n in ("chelsea", "coffee")])
     fused, maps = cam.attribute(inputs, target=[1, 4], return_layer_maps=True)
-    gate = class_gate_maps(cam, inputs, [1, 4])
+    pass_maps, gate = cam.pass_maps(inputs, target=[1, 4])
+    for own, returned in zip(pass_maps, maps, strict=True):
+        torch.testing.assert_close(own, returned, rtol=0, atol=0)
     assert gate.shape == (2, 1, 8, 8)
     assert float(gate.min()) >= 0  # Grad-CAM with its ReLU
     refused = fuse_maps(maps, fusion=cam.fusion, gamma=cam.gamma, gate=gate)
@@ -482,7 +483,7 @@ def test_class_gate_maps_is_the_gate_shallowcam_fuses_with(
     assert float((ungated - fused).abs().max()) > 0.05  # the gate changes the map
 
 
-def test_class_gate_maps_of_a_multiscale_cam_is_that_of_its_first_pass(
+def test_pass_maps_of_a_multiscale_cam_are_those_of_its_first_pass(
     explorer_net: torch.nn.Module,
 ) -> None:
     # The layer maps of a multi-scale cam are its first scale's unmirrored pass: the
@@ -491,16 +492,16 @@ def test_class_gate_maps_of_a_multiscale_cam_is_that_of_its_first_pass(
     cam = ShallowCAM(net, [net.stage1, net.stage2, net.stage3], class_gate=True, scales=(0.5,))
     inputs = preprocess(sample_photo("coffee"), 60).unsqueeze(0)
     fused, maps = cam.attribute(inputs, target=2, return_layer_maps=True)
-    gate = class_gate_maps(cam, inputs, 2)
+    pass_maps, gate = cam.pass_maps(inputs, target=2)
+    for own, returned in zip(pass_maps, maps, strict=True):
+        torch.testing.assert_close(own, returned, rtol=0, atol=0)
     assert tuple(gate.shape[-2:]) == tuple(maps[-1].shape[-2:]) == (4, 4)
     refused = fuse_maps(maps, fusion=cam.fusion, gamma=cam.gamma, gate=gate)
     torch.testing.assert_close(refused, fused, rtol=0, atol=1e-6)
     flipping = ShallowCAM(
         net, [net.stage1, net.stage2, net.stage3], class_gate=True, scales=(0.5, 1.0), flips=True
     )
-    torch.testing.assert_close(class_gate_maps(flipping, inputs, 2), gate, rtol=0, atol=0)
-    with pytest.raises(TypeError, match="class_gate_maps needs a ShallowCAM, got object"):
-        class_gate_maps(object(), inputs, 2)  # type: ignore[arg-type]
+    torch.testing.assert_close(flipping.pass_maps(inputs, target=2)[1], gate, rtol=0, atol=0)
 
 
 def test_an_explorer_of_a_gating_shallowcam_carries_its_gate_and_starts_gated(
@@ -524,8 +525,8 @@ def test_an_explorer_of_a_gating_shallowcam_carries_its_gate_and_starts_gated(
         assert image.gate_maps is not None
         assert len(image.gate_maps) == len(image.classes) == 3
         for pos, (index, cls) in enumerate(zip(image.classes, stored["classes"], strict=True)):
-            # The raw gate, as class_gate_maps gives it, stored as the layer maps are.
-            expected = class_gate_maps(gating_cam, inputs[i : i + 1], index)[0, 0].detach()
+            # The raw gate, as pass_maps gives it, stored as the layer maps are.
+            expected = gating_cam.pass_maps(inputs[i : i + 1], target=index)[1][0, 0].detach()
             torch.testing.assert_close(image.gate_maps[pos], expected, rtol=0, atol=2e-5)
             gate = decode_map(cls["gate"], 8, 8)
             reference = expected.double().numpy()

@@ -375,6 +375,32 @@ def test_a_layer_view_shows_that_layer_linearly(loaded: Page, small_explorer: Ex
     assert loaded.errors() == []
 
 
+def page_fuse(
+    page: Page,
+    maps: list[torch.Tensor],
+    sample: int,
+    fusion: str,
+    gamma: float | None,
+    gate: torch.Tensor | None = None,
+) -> np.ndarray:
+    """The page's own ``fuse`` of one sample's ``(N, 1, h, w)`` maps (and gate)."""
+
+    def argument(m: torch.Tensor) -> dict[str, Any]:
+        values = m[sample, 0].flatten().tolist()
+        return {"height": m.shape[-2], "width": m.shape[-1], "values": values}
+
+    result = page.js(
+        "var f = window.captumShallowExplorer.fuse("
+        "arguments[0], arguments[1], arguments[2], null, arguments[3]);"
+        "return [f.height, f.width, Array.from(f.values)];",
+        [argument(m) for m in maps],
+        fusion,
+        gamma,
+        None if gate is None else argument(gate),
+    )
+    return np.array(result[2]).reshape(result[0], result[1])
+
+
 def test_the_pages_fusion_and_scaling_equal_pythons_on_awkward_maps(loaded: Page) -> None:
     generator = torch.Generator().manual_seed(0)
     maps = [
@@ -386,23 +412,7 @@ def test_the_pages_fusion_and_scaling_equal_pythons_on_awkward_maps(loaded: Page
     for fusion in dict.fromkeys((*_FUSIONS, "geometric")):
         for gamma in (None, 2.0):
             for sample in range(3):
-                arguments = [
-                    {
-                        "height": m.shape[-2],
-                        "width": m.shape[-1],
-                        "values": m[sample, 0].flatten().tolist(),
-                    }
-                    for m in maps
-                ]
-                page = loaded.js(
-                    "var f = window.captumShallowExplorer.fuse("
-                    "arguments[0], arguments[1], arguments[2]);"
-                    "return [f.height, f.width, Array.from(f.values)];",
-                    arguments,
-                    fusion,
-                    gamma,
-                )
-                fused = np.array(page[2]).reshape(page[0], page[1])
+                fused = page_fuse(loaded, maps, sample, fusion, gamma)
                 if fusion == "geometric" and "geometric" not in _FUSIONS:
                     # Until fuse_maps has it: the L-th root of the normalised product.
                     product = fuse_maps(maps, fusion="product", gamma=gamma)
@@ -810,24 +820,7 @@ def test_the_pages_gate_equals_fuse_maps_gate_on_awkward_maps(loaded: Page) -> N
             for gamma in (None, 2.0):
                 expected = fuse_maps(maps, fusion=fusion, gamma=gamma, gate=gate)
                 for sample in range(3):
-                    arguments = [
-                        {
-                            "height": m.shape[-2],
-                            "width": m.shape[-1],
-                            "values": m[sample, 0].flatten().tolist(),
-                        }
-                        for m in (*maps, gate)
-                    ]
-                    result = loaded.js(
-                        "var f = window.captumShallowExplorer.fuse("
-                        "arguments[0].slice(0, 2), arguments[1], arguments[2], null, "
-                        "arguments[0][2]);"
-                        "return [f.height, f.width, Array.from(f.values)];",
-                        arguments,
-                        fusion,
-                        gamma,
-                    )
-                    fused = np.array(result[2]).reshape(result[0], result[1])
+                    fused = page_fuse(loaded, maps, sample, fusion, gamma, gate)
                     assert fused.shape == (9, 4)
                     reference = expected[sample, 0].double().numpy()
                     assert np.abs(fused - reference).max() < 1e-5, (gate_size, fusion, gamma)

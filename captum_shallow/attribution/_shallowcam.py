@@ -26,7 +26,7 @@ from ._defaults import Task, task_defaults
 from ._errors import AttributionValueError, in_layer
 from ._fusion import _FUSIONS, Fusion, fuse_maps
 from ._hooks import check_layers, format_inputs, gradients_and_activations
-from ._multiscale import check_scales, multiscale_attribute
+from ._multiscale import _resize, check_scales, multiscale_attribute
 from ._propagation import (
     GATE_KEYWORDS,
     Gates,
@@ -347,13 +347,7 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
         pairs = self._pairs(
             formatted, target, additional_forward_args, attribute_to_layer_input, grad_kwargs
         )
-        layer_maps = [
-            self._layer_map(layer, truncation, gradients, activations)
-            for layer, truncation, (gradients, activations) in zip(
-                self.layers, self.truncations, pairs
-            )
-        ]
-        self._check_finite(layer_maps)
+        layer_maps = self._layer_maps(pairs)
         gate = _gate_of(pairs) if self.class_gate else None
         fused = fuse_maps(layer_maps, output_size, self.fusion, self.gamma, gate)
         return fused, layer_maps
@@ -382,16 +376,21 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             reshape=self.reshape,
         )
 
-    def class_gate_map(
+    def pass_maps(
         self,
         inputs: Tensor | tuple[Tensor, ...],
         target: TargetType = None,
         additional_forward_args: Any = None,
-    ) -> Tensor:
-        r"""The class gate of one pass at the input's size: Grad-CAM (ReLU applied) at
-        the last of ``layers``, from a backward pass with this ShallowCAM's propagation,
-        the map that :meth:`attribute` multiplies its fused map by when ``class_gate``
-        is on (whether or not it is on here).
+    ) -> tuple[list[Tensor], Tensor]:
+        r"""Each layer's raw map and the class gate of one forward and backward pass:
+        the pass whose layer maps ``attribute(..., return_layer_maps=True)`` returns
+        (with several scales or flips, the first scale's, unmirrored), computed alone.
+
+        The gate is Grad-CAM (ReLU applied) at the last of ``layers``, the map that
+        :meth:`attribute` multiplies its fused map by when ``class_gate`` is on; it is
+        returned whether or not it is on here. That pass's fused map is
+        ``fuse_maps(layer_maps, fusion=cam.fusion, gamma=cam.gamma, gate=gate)``
+        (``gate=None`` without the class gate).
 
         Args:
             inputs (Tensor or tuple[Tensor, ...]): As for :meth:`attribute`.
@@ -401,7 +400,8 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
                 Default: None
 
         Returns:
-            *Tensor*: ``(N, 1, h, w)`` at the last layer's resolution, not normalised.
+            *tuple* ``([layer maps], gate)``: each layer map ``(N, 1, h_l, w_l)``, the
+            gate ``(N, 1, h, w)`` at the last layer's resolution, not normalised.
 
         Examples::
 
@@ -411,15 +411,30 @@ class ShallowCAM(LayerAttribution, GradientAttribution):
             >>> model = resnet18(num_classes=3).eval()
             >>> cam = ShallowCAM(model, [model.layer1, model.layer2])
             >>> x = torch.randn(1, 3, 64, 64)
-            >>> gate = cam.class_gate_map(x, target=1)
+            >>> layer_maps, gate = cam.pass_maps(x, target=1)
             >>> gate.shape
             torch.Size([1, 1, 8, 8])
-            >>> fused, maps = cam.attribute(x, target=1, return_layer_maps=True)
-            >>> torch.allclose(fused, fuse_maps(maps, fusion=cam.fusion, gate=gate))
+            >>> torch.allclose(
+            ...     cam.attribute(x, target=1), fuse_maps(layer_maps, fusion=cam.fusion, gate=gate)
+            ... )
             True
         """
-        pairs = self._pairs(format_inputs(inputs), target, additional_forward_args, False, None)
-        return _gate_of(pairs)
+        formatted = _resize(format_inputs(inputs), self.scales[0], False)
+        pairs = self._pairs(formatted, target, additional_forward_args, False, None)
+        return self._layer_maps(pairs), _gate_of(pairs)
+
+    def _layer_maps(
+        self, pairs: Sequence[tuple[tuple[Tensor, ...], tuple[Tensor, ...]]]
+    ) -> list[Tensor]:
+        """Each layer's map by ``method`` from one pass's tensors, checked finite."""
+        layer_maps = [
+            self._layer_map(layer, truncation, gradients, activations)
+            for layer, truncation, (gradients, activations) in zip(
+                self.layers, self.truncations, pairs
+            )
+        ]
+        self._check_finite(layer_maps)
+        return layer_maps
 
     def _layer_map(
         self,

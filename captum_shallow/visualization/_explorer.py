@@ -39,8 +39,6 @@ from torch import Tensor, nn
 
 from .._modules import layer_name
 from ..attribution import ShallowCAM, task_defaults
-from ..attribution._hooks import format_inputs
-from ..attribution._multiscale import _resize
 from ..datasets import output_class_names
 from ..io import preprocess, read_image
 from ..io._atomic import atomic_write
@@ -81,7 +79,8 @@ class ExplainedImage:
         gate_maps (tuple[Tensor, ...], optional): Per class, the raw ``(h, w)`` map
             that gates the fused map (:func:`~captum_shallow.fuse_maps`' ``gate``):
             for a ShallowCAM with ``class_gate=True``, Grad-CAM at its last layer,
-            as :func:`class_gate_maps` gives it; None without a gate.
+            as :meth:`ShallowCAM.pass_maps <captum_shallow.ShallowCAM.pass_maps>`
+            gives it; None without a gate.
             Default: None
     """
 
@@ -104,9 +103,11 @@ def explain_images(
     top: int = TOP_CLASSES,
     target: int | None = None,
 ) -> list[ExplainedImage]:
-    """The layer maps of each input's top classes (one backward pass per class rank)
-    and, for a ShallowCAM with ``class_gate=True``, their gate maps
-    (:func:`class_gate_maps`, one more backward pass per class rank).
+    """The layer maps of each input's top classes and, for a ShallowCAM with
+    ``class_gate=True``, their gate maps, from one backward pass per class rank
+    (:meth:`ShallowCAM.pass_maps <captum_shallow.ShallowCAM.pass_maps>`; with several
+    scales or flips, the first scale's unmirrored pass, whose layer maps
+    ``attribute(..., return_layer_maps=True)`` returns).
 
     Args:
         cam (ShallowCAM): The explainer; its ``forward_func`` gives the logits.
@@ -145,15 +146,10 @@ def explain_images(
     ranked = probabilities.topk(min(top, outputs), dim=1).indices
     if target is not None:  # maps for the target everywhere; used where it is not ranked
         ranked = torch.cat([ranked, ranked.new_full((len(ranked), 1), target)], dim=1)
+    # One pass per class rank gives both the layer maps and the gate.
     per_rank = [
-        cam.attribute(inputs, target=ranked[:, rank].tolist(), return_layer_maps=True)[1]
-        for rank in range(ranked.shape[1])
+        cam.pass_maps(inputs, target=ranked[:, rank].tolist()) for rank in range(ranked.shape[1])
     ]
-    gates = (
-        [class_gate_maps(cam, inputs, ranked[:, rank].tolist()) for rank in range(ranked.shape[1])]
-        if cam.class_gate
-        else None
-    )
     explained = []
     for i, (photo, name) in enumerate(zip(photos, names, strict=True)):
         order = ranked[i].tolist()
@@ -167,60 +163,18 @@ def explain_images(
                 class_names=tuple(classes[c] for c in order),
                 probabilities=tuple(float(probabilities[i, c]) for c in order),
                 layer_maps=tuple(
-                    tuple(m[i, 0].detach().float().cpu() for m in per_rank[rank])
+                    tuple(m[i, 0].detach().float().cpu() for m in per_rank[rank][0])
                     for rank in range(len(order))
                 ),
                 initial=0 if target is None else order.index(target),
-                gate_maps=None
-                if gates is None
-                else tuple(gates[rank][i, 0].detach().float().cpu() for rank in range(len(order))),
+                gate_maps=tuple(
+                    per_rank[rank][1][i, 0].detach().float().cpu() for rank in range(len(order))
+                )
+                if cam.class_gate
+                else None,
             )
         )
     return explained
-
-
-def class_gate_maps(cam: ShallowCAM, inputs: Tensor, target: Any) -> Tensor:
-    """Grad-CAM at the last of ``cam.layers``: the gate by which a ShallowCAM with
-    ``class_gate=True`` multiplies its fused map (:func:`~captum_shallow.fuse_maps`'
-    ``gate``), whether or not ``cam`` gates.
-
-    It is computed as ShallowCAM computes it, from a backward pass with every layer of
-    ``cam`` hooked and its propagation, of the pass whose layer maps
-    ``cam.attribute(inputs, target, return_layer_maps=True)`` returns (with several
-    scales or flips, the first scale's unmirrored one), so ``fuse_maps(layer_maps,
-    fusion=cam.fusion, gamma=cam.gamma, gate=gate)`` is ``cam``'s fused map of one pass.
-
-    Args:
-        cam (ShallowCAM): The explainer.
-        inputs (Tensor): The model inputs, ``(N, 3, h, w)``, on the model's device.
-        target (int, list or Tensor): The classes, one for the batch or one per input.
-
-    Returns:
-        Tensor: ``(N, 1, h_L, w_L)`` Grad-CAM maps at the last layer's resolution, ReLU
-        applied, with their autograd graph.
-
-    Examples::
-
-        >>> import torch
-        >>> from torchvision.models import resnet18
-        >>> from captum_shallow import ShallowCAM, fuse_maps
-        >>> from captum_shallow.visualization._explorer import class_gate_maps
-        >>> model = resnet18(num_classes=3).eval()
-        >>> cam = ShallowCAM(model, [model.layer1, model.layer2], class_gate=True)
-        >>> x = torch.randn(1, 3, 64, 64)
-        >>> gate = class_gate_maps(cam, x, 1)
-        >>> gate.shape
-        torch.Size([1, 1, 8, 8])
-        >>> fused, maps = cam.attribute(x, target=1, return_layer_maps=True)
-        >>> torch.allclose(fused, fuse_maps(maps, fusion=cam.fusion, gate=gate))
-        True
-    """
-    if not isinstance(cam, ShallowCAM):
-        raise TypeError(f"class_gate_maps needs a ShallowCAM, got {type(cam).__name__}")
-    batch = format_inputs(inputs)
-    if cam.scales != (1.0,) or cam.flips:
-        batch = _resize(batch, cam.scales[0], False)
-    return cam.class_gate_map(batch, target)
 
 
 def toggle_meaning(cam: ShallowCAM) -> str:
